@@ -1,0 +1,52 @@
+"""The core's generic attention rules. Method-specific rules live in plugins."""
+
+from __future__ import annotations
+
+from ..conditions import ConditionSet
+from ..interfaces import AttentionRule
+from ..types import Request
+from .masks import JointAttentionMask
+
+
+class BlockRule(AttentionRule):
+    """Queries matching ``queries`` may not attend to keys matching ``keys``.
+
+    Selectors: a stream name, ``"image"``, ``"kind:text"``, ``"kind:reference"``, ``"*"``.
+    Groups missing from a pass (no such stream in this request) are skipped.
+    """
+
+    def __init__(self, queries: str, keys: str):
+        self.queries, self.keys = queries, keys
+
+    def apply(self, mask: JointAttentionMask, conditions: ConditionSet, request: Request | None) -> None:
+        present = {g.name for g in mask.layout.groups}
+        if not _present(self.queries, present) or not _present(self.keys, present):
+            return
+        mask.block(self.queries, self.keys)
+
+
+class IsolateReferencesRule(AttentionRule):
+    """Reference streams do not attend to each other (each subject stays itself)."""
+
+    def apply(self, mask: JointAttentionMask, conditions: ConditionSet, request: Request | None) -> None:
+        refs = [g.name for g in mask.layout.groups if g.kind == "reference"]
+        for a in refs:
+            for b in refs:
+                if a != b:
+                    mask.block(a, b)
+
+
+class StreamBiasRule(AttentionRule):
+    """Add a constant ``bias`` to the logits of the selected keys (soft emphasis)."""
+
+    def __init__(self, keys: str, bias: float, queries: str = "*"):
+        self.keys, self.bias, self.queries = keys, float(bias), queries
+
+    def apply(self, mask: JointAttentionMask, conditions: ConditionSet, request: Request | None) -> None:
+        present = {g.name for g in mask.layout.groups}
+        if _present(self.keys, present) and _present(self.queries, present):
+            mask.add_bias(self.keys, self.bias, self.queries)
+
+
+def _present(selector: str, names: set[str]) -> bool:
+    return selector == "*" or selector.startswith("kind:") or selector in names

@@ -1,0 +1,372 @@
+"""The FLUX backend: diffusers' FLUX components plus condition streams.
+
+It owns the transformer, VAE, CLIP + T5 text encoders and the flow-matching scheduler,
+encodes prompts and reference images, runs the sampler (see :mod:`.flux_sampling`) and
+decodes. Streams reach the transformer only through :class:`StreamAttnProcessor` (installed
+with ``set_attn_processor``) and peft adapters.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from PIL import Image
+
+from ..attention.processor import install_stream_processors
+from ..errors import BackendError, ModelLoadError
+from ..latents import pack_latents, unpack_latents
+from ..lora import DEFAULT_TARGET_MODULES, activate_adapters, lora_layers, peft_loaded
+from .flux_sampling import CachedReferenceOptions, DenoiseResult, denoise
+
+FLUX_COMPONENTS = ("scheduler", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "transformer")
+
+__all__ = ["CachedReferenceOptions", "DenoiseResult", "FluxBackend", "PromptEncoding", "ImageEncoding"]
+
+
+@dataclass
+class PromptEncoding:
+    """T5 token embeddings ``(1, L, D)``, CLIP pooled ``(1, P)``, and the T5 tokens they came from."""
+
+    embeds: torch.Tensor
+    pooled: torch.Tensor
+    input_ids: torch.Tensor
+    offsets: list[tuple[int, int]] = field(default_factory=list)
+    text: str = ""
+
+
+@dataclass
+class ImageEncoding:
+    """Packed VAE latents of one image ``(1, rows * cols, C*4)`` and their token grid."""
+
+    tokens: torch.Tensor
+    grid: tuple[int, int]
+
+
+class FluxBackend:
+    """diffusers' FLUX stack, driven by condition streams.
+
+    Build it with :meth:`from_pretrained` (a local diffusers-format folder, or a model id
+    already in the Hugging Face cache: nothing is downloaded unless ``local_files_only=False``)
+    or :meth:`from_pipeline` (an existing :class:`diffusers.FluxPipeline`; modules are shared,
+    not copied).
+    """
+
+    def __init__(
+        self,
+        *,
+        transformer,
+        vae,
+        text_encoder,
+        tokenizer,
+        text_encoder_2,
+        tokenizer_2,
+        scheduler,
+        max_sequence_length: int = 512,
+        source: str | None = None,
+    ):
+        self.transformer = transformer
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.tokenizer = tokenizer
+        self.text_encoder_2 = text_encoder_2
+        self.tokenizer_2 = tokenizer_2
+        self.scheduler = scheduler
+        self.max_sequence_length = int(max_sequence_length)
+        self.source = source
+        self.adapter_weights: dict[str, float] = {}
+        """Adapters active on every token (user LoRAs), with their weights."""
+        self.stream_adapters: set[str] = set()
+        """Adapters that act only on the stream that names them."""
+        self._diffusers_view = None
+        install_stream_processors(self.transformer)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        torch_dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        local_files_only: bool = True,
+        max_sequence_length: int = 512,
+    ) -> "FluxBackend":
+        """Load a diffusers-format FLUX folder (safetensors weights only)."""
+        from diffusers import FluxPipeline
+
+        local = Path(path)
+        if local_files_only and not local.exists() and "/" not in str(path).strip("/"):
+            raise ModelLoadError(f"No FLUX model folder at {str(path)!r}; pass the path of a diffusers-format folder.")
+        if local.exists() and not (local / "model_index.json").is_file():
+            raise ModelLoadError(
+                f"{local} has no model_index.json, so it is not a diffusers-format FLUX folder; "
+                "point at the folder that holds model_index.json, transformer/, vae/, text_encoder/..."
+            )
+        try:
+            pipe = FluxPipeline.from_pretrained(
+                str(path), local_files_only=local_files_only, torch_dtype=torch_dtype, use_safetensors=True
+            )
+        except (OSError, ValueError, EnvironmentError) as exc:
+            raise ModelLoadError(f"Could not load FLUX from {str(path)!r}: {exc}") from exc
+        backend = cls.from_pipeline(pipe, max_sequence_length=max_sequence_length)
+        backend.source = str(local.resolve()) if local.exists() else str(path)
+        if device is not None:
+            backend.to(device)
+        return backend
+
+    @classmethod
+    def from_pipeline(cls, pipe, *, max_sequence_length: int = 512) -> "FluxBackend":
+        """Wrap the modules of an existing FluxPipeline (shared, not copied)."""
+        return cls(**{name: getattr(pipe, name) for name in FLUX_COMPONENTS}, max_sequence_length=max_sequence_length)
+
+    def as_diffusers_pipeline(self):
+        """A diffusers FluxPipeline sharing this backend's modules (for diffusers' own tools)."""
+        if self._diffusers_view is None:
+            from diffusers import FluxPipeline
+
+            self._diffusers_view = FluxPipeline(**self.components)
+            self._diffusers_view.set_progress_bar_config(disable=True)
+        return self._diffusers_view
+
+    @property
+    def components(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in FLUX_COMPONENTS}
+
+    def to(self, device: str | torch.device) -> "FluxBackend":
+        for name in ("transformer", "vae", "text_encoder", "text_encoder_2"):
+            getattr(self, name).to(device)
+        return self
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return self.transformer.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.transformer.dtype
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sides must be multiples of this (VAE downsampling x 2x2 packing)."""
+        return self.vae_scale_factor * 2
+
+    @property
+    def text_width(self) -> int:
+        return int(self.transformer.config.joint_attention_dim)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.transformer.config.in_channels) // 4
+
+    def token_grid(self, height: int, width: int) -> tuple[int, int]:
+        """The packed token grid of an image of this size."""
+        return height // self.size_multiple, width // self.size_multiple
+
+    # ------------------------------------------------------------------ encoding
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str, max_sequence_length: int | None = None) -> PromptEncoding:
+        """T5 + CLIP encoding of ``prompt``, identical to FluxPipeline.encode_prompt."""
+        length = max_sequence_length or self.max_sequence_length
+        pipe = self.as_diffusers_pipeline()
+        embeds, pooled, _ = pipe.encode_prompt(
+            prompt=prompt, prompt_2=None, device=self.device, num_images_per_prompt=1, max_sequence_length=length
+        )
+        tokens = self.tokenizer_2(
+            prompt, padding="max_length", max_length=length, truncation=True, return_offsets_mapping=True
+        )
+        offsets = [tuple(o) for o in tokens.get("offset_mapping", [])]
+        ids = torch.tensor(tokens["input_ids"])
+        return PromptEncoding(embeds=embeds, pooled=pooled, input_ids=ids, offsets=offsets, text=prompt)
+
+    @torch.no_grad()
+    def encode_images(self, images: Sequence[Image.Image], height: int, width: int) -> list[ImageEncoding]:
+        """VAE latents of each image resized to ``height x width``, packed like the target."""
+        from diffusers.image_processor import VaeImageProcessor
+
+        if height % self.size_multiple or width % self.size_multiple:
+            raise BackendError(f"Reference size {height}x{width} must be a multiple of {self.size_multiple}.")
+        processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor * 2)
+        out = []
+        for image in images:
+            pixels = processor.preprocess(image, height=height, width=width).to(self.device, self.vae.dtype)
+            latents = self.vae.encode(pixels).latent_dist.mode()
+            latents = (latents - self.vae.config.shift_factor) * self.vae.config.scaling_factor
+            out.append(ImageEncoding(pack_latents(latents.to(self.dtype)), self.token_grid(height, width)))
+        return out
+
+    # ------------------------------------------------------------------ sampling
+    def denoise(self, conditions, **kwargs) -> DenoiseResult:
+        """Run the flow-matching sampler; see :func:`smg_sdk.backends.flux_sampling.denoise`."""
+        return denoise(self, conditions, **kwargs)
+
+    @torch.no_grad()
+    def decode(self, packed: torch.Tensor, height: int, width: int, output_type: str = "pil"):
+        """Packed latents -> images (``"pil"``, ``"np"``, ``"pt"``), or the latents for ``"latent"``."""
+        if output_type == "latent":
+            return packed
+        from diffusers.image_processor import VaeImageProcessor
+
+        latents = unpack_latents(packed, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        latents = latents / self.vae.config.scaling_factor + self.vae.config.shift_factor
+        image = self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0]
+        processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor * 2)
+        return processor.postprocess(image, output_type=output_type)
+
+    # ------------------------------------------------------------------ adapters
+    def load_lora_weights(self, path_or_state_dict, adapter_name: str | None = None, weight: float = 1.0, **kwargs) -> str:
+        """Load a standard FLUX LoRA (diffusers/peft or kohya format) for every token.
+
+        This is diffusers' own ``FluxPipeline.load_lora_weights`` on a pipeline sharing this
+        backend's modules, so a file has exactly the effect it has in diffusers.
+        """
+        pipe = self.as_diffusers_pipeline()
+        before = set(getattr(self.transformer, "peft_config", {}) or {})
+        try:
+            pipe.load_lora_weights(path_or_state_dict, adapter_name=adapter_name, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"Could not load LoRA weights from {path_or_state_dict!r}: {exc}") from exc
+        added = sorted(set(self.transformer.peft_config) - before)
+        name = adapter_name or (added[0] if added else None)
+        if name is None:
+            raise ModelLoadError("The LoRA file added no adapter to the transformer.")
+        self.adapter_weights[name] = float(weight)
+        self.reset_adapters()
+        return name
+
+    def add_stream_adapter(
+        self,
+        name: str,
+        rank: int = 16,
+        alpha: float | None = None,
+        target_modules: Sequence[str] | None = None,
+        init_lora_weights: bool | str = True,
+    ) -> None:
+        """A new LoRA adapter that only acts on the streams that name it (``stream.adapter``)."""
+        from peft import LoraConfig
+
+        if peft_loaded(self.transformer) and name in self.transformer.peft_config:
+            raise BackendError(f"An adapter named {name!r} already exists; pick another name.")
+        config = LoraConfig(
+            r=rank,
+            lora_alpha=alpha if alpha is not None else rank,
+            target_modules=list(target_modules or DEFAULT_TARGET_MODULES),
+            init_lora_weights=init_lora_weights,
+        )
+        self.transformer.add_adapter(config, adapter_name=name)
+        self.stream_adapters.add(name)
+        self.reset_adapters()
+
+    def load_stream_adapter(self, name: str, path_or_state_dict) -> None:
+        """Load a LoRA file (diffusers format) as a stream adapter."""
+        from diffusers import FluxPipeline
+
+        state, alphas, metadata = FluxPipeline.lora_state_dict(
+            path_or_state_dict, return_alphas=True, return_lora_metadata=True
+        )
+        FluxPipeline.load_lora_into_transformer(
+            state, network_alphas=alphas, transformer=self.transformer, adapter_name=name, metadata=metadata
+        )
+        self.stream_adapters.add(name)
+        self.reset_adapters()
+
+    def adapter_state_dict(self, name: str) -> dict[str, torch.Tensor]:
+        """The adapter's LoRA tensors in diffusers' saved-LoRA key format (without prefix)."""
+        from peft.utils import get_peft_model_state_dict
+
+        if not lora_layers(self.transformer, name):
+            raise BackendError(f"No adapter named {name!r} in the transformer.")
+        return get_peft_model_state_dict(self.transformer, adapter_name=name)
+
+    def save_adapter(self, name: str, folder: str | Path) -> Path:
+        """Write adapter ``name`` as a diffusers LoRA file that FluxPipeline.load_lora_weights reads."""
+        from diffusers import FluxPipeline
+
+        config = self.transformer.peft_config[name].to_dict()
+        config = {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.items()}
+        folder = Path(folder)
+        FluxPipeline.save_lora_weights(
+            save_directory=str(folder),
+            transformer_lora_layers=self.adapter_state_dict(name),
+            transformer_lora_adapter_metadata=config,
+        )
+        return folder / "pytorch_lora_weights.safetensors"
+
+    def reset_adapters(self) -> None:
+        """The resting state: every global adapter on, every stream adapter off."""
+        if peft_loaded(self.transformer):
+            activate_adapters(self.transformer, dict(self.adapter_weights))
+
+    # ------------------------------------------------------------------ saving
+    def save_pretrained(self, folder: str | Path, include_base: bool | None = None) -> dict[str, Any]:
+        """Save to ``folder``; returns the manifest entry describing how to reload.
+
+        The base model is written as a diffusers folder when it did not come from a folder
+        on disk (or ``include_base=True``); otherwise the manifest points at its source, so a
+        24 GB FLUX checkpoint is not copied for every saved pipeline.
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        if include_base is None:
+            include_base = self.source is None
+        entry: dict[str, Any] = {"type": "flux", "max_sequence_length": self.max_sequence_length}
+        if include_base:
+            self._save_base(folder / "base")
+            entry["base"] = "base"
+        else:
+            entry["source"] = self.source
+        adapters = {}
+        for name in sorted(set(self.adapter_weights) | self.stream_adapters):
+            path = self.save_adapter(name, folder / "adapters" / name)
+            adapters[name] = {
+                "file": str(path.relative_to(folder)),
+                "stream": name in self.stream_adapters,
+                "weight": self.adapter_weights.get(name, 1.0),
+            }
+        entry["adapters"] = adapters
+        return entry
+
+    def _save_base(self, folder: Path) -> None:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        pipe = self.as_diffusers_pipeline()
+        if any(isinstance(m, BaseTunerLayer) for m in self.transformer.modules()):
+            # Write the base weights without LoRA layers: save a clean copy of the transformer.
+            base = _transformer_without_adapters(self.transformer)
+            from diffusers import FluxPipeline
+
+            pipe = FluxPipeline(**{**self.components, "transformer": base})
+        pipe.save_pretrained(str(folder), safe_serialization=True)
+
+    @classmethod
+    def from_manifest(cls, entry: dict[str, Any], folder: str | Path, **kwargs) -> "FluxBackend":
+        folder = Path(folder)
+        path = folder / entry["base"] if "base" in entry else entry.get("source")
+        if path is None:
+            raise ModelLoadError("The saved backend names neither a base folder nor a source path.")
+        backend = cls.from_pretrained(path, max_sequence_length=entry.get("max_sequence_length", 512), **kwargs)
+        for name, info in entry.get("adapters", {}).items():
+            file = folder / info["file"]
+            if not file.is_file():
+                raise ModelLoadError(f"Adapter file {file} named in the manifest is missing.")
+            if info.get("stream"):
+                backend.load_stream_adapter(name, str(file))
+            else:
+                backend.load_lora_weights(str(file), adapter_name=name, weight=info.get("weight", 1.0))
+        return backend
+
+
+def _transformer_without_adapters(transformer):
+    """A fresh copy of ``transformer`` holding only its base weights (LoRA layers dropped)."""
+    clean = type(transformer).from_config(transformer.config).to(transformer.dtype)
+    state = {k.replace(".base_layer.", "."): v for k, v in transformer.state_dict().items() if "lora_" not in k}
+    clean.load_state_dict(state, strict=True)
+    return clean

@@ -1,0 +1,130 @@
+"""The core's condition encoders: FLUX's own text encoders and VAE reference tokens."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+import torch
+
+from .conditions import ConditionSet, ConditionStream
+from .errors import ConditionError
+from .interfaces import ConditionEncoder
+from .positions import POLICIES, reference_ids, text_ids
+from .types import PLACEHOLDER, Request
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .backends.flux import FluxBackend
+
+
+def subject_char_spans(request: Request) -> dict[int, list[tuple[int, int]]]:
+    """Character spans, in ``request.text_prompt``, of each subject's class word.
+
+    Placeholders are the reliable anchor: ``<k>`` is replaced by the class word, and the
+    span of that replacement is recorded. Without placeholders, each subject's class word
+    is found as a whole word in the prompt (first occurrence).
+    """
+    spans: dict[int, list[tuple[int, int]]] = {}
+    if PLACEHOLDER.search(request.prompt):
+        out, pos = [], 0
+        for match in PLACEHOLDER.finditer(request.prompt):
+            out.append(request.prompt[pos : match.start()])
+            k = int(match.group(1)) - 1
+            word = request.subjects[k].class_word or f"subject {k + 1}"
+            start = sum(len(p) for p in out)
+            spans.setdefault(k, []).append((start, start + len(word)))
+            out.append(word)
+            pos = match.end()
+        return spans
+    for k, subject in enumerate(request.subjects):
+        if subject.class_word:
+            m = re.search(rf"\b{re.escape(subject.class_word)}\b", request.prompt)
+            if m:
+                spans[k] = [(m.start(), m.end())]
+    return spans
+
+
+def tokens_in_spans(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
+    """Indices of tokens whose character offsets overlap any span (special tokens have (0, 0))."""
+    hits = []
+    for i, (a, b) in enumerate(offsets):
+        if b <= a:
+            continue
+        if any(a < e and b > s for s, e in spans):
+            hits.append(i)
+    return hits
+
+
+class FluxTextEncoder(ConditionEncoder):
+    """FLUX's T5 tokens (stream ``prompt``) and CLIP pooled embedding.
+
+    ``meta["subject_tokens"]["prompt"]`` maps each subject index to the T5 token positions
+    of its class word, found through the tokenizer's offset mapping.
+    """
+
+    def __init__(self, stream_name: str = "prompt", max_sequence_length: int | None = None):
+        self.stream_name = stream_name
+        self.max_sequence_length = max_sequence_length
+
+    def encode(self, request: Request, backend: "FluxBackend") -> ConditionSet:
+        enc = backend.encode_prompt(request.text_prompt, self.max_sequence_length)
+        spans = subject_char_spans(request)
+        subject_tokens = {k: tokens_in_spans(enc.offsets, s) for k, s in spans.items()} if enc.offsets else {}
+        stream = ConditionStream(
+            name=self.stream_name,
+            tokens=enc.embeds,
+            position_ids=text_ids(enc.embeds.shape[1]),
+            side="text",
+            meta={"input_ids": enc.input_ids, "offsets": enc.offsets, "text": enc.text},
+        )
+        return ConditionSet([stream], pooled=enc.pooled, meta={"subject_tokens": {self.stream_name: subject_tokens}})
+
+
+class VAEReferenceEncoder(ConditionEncoder):
+    """Each subject image through the backend's VAE, packed, as a reference stream ``ref<k>``.
+
+    ``mode`` is ``"concat"`` or ``"cached"``; ``position`` one of ``omini``, ``kontext``,
+    ``uno``; ``adapter`` a stream LoRA to route to these tokens; ``size`` the reference
+    resolution (square side, default: the target's size).
+    """
+
+    def __init__(
+        self,
+        mode: str = "concat",
+        position: str = "kontext",
+        adapter: str | None = None,
+        size: int | None = None,
+        independent: bool = True,
+        prefix: str = "ref",
+    ):
+        if mode not in ("concat", "cached"):
+            raise ConditionError(f"vae-reference mode must be 'concat' or 'cached', not {mode!r}.")
+        if position not in POLICIES:
+            raise ConditionError(f"vae-reference position must be one of {', '.join(POLICIES)}, not {position!r}.")
+        if mode == "cached" and not independent:
+            raise ConditionError("A cached reference must be independent (it attends only to itself).")
+        self.mode, self.position, self.adapter = mode, position, adapter
+        self.size, self.independent, self.prefix = size, independent, prefix
+
+    def encode(self, request: Request, backend: "FluxBackend") -> ConditionSet:
+        if not request.subjects:
+            return ConditionSet()
+        h = w = self.size
+        if h is None:
+            h, w = request.height, request.width
+        encoded = backend.encode_images([s.pil() for s in request.subjects], h, w)
+        ids = reference_ids(self.position, backend.token_grid(request.height, request.width), [e.grid for e in encoded])
+        streams = [
+            ConditionStream(
+                name=f"{self.prefix}{k + 1}",
+                tokens=e.tokens,
+                position_ids=pos,
+                side="reference",
+                subject=k,
+                adapter=self.adapter,
+                independent=self.independent,
+                mode=self.mode,  # type: ignore[arg-type]
+            )
+            for k, (e, pos) in enumerate(zip(encoded, ids))
+        ]
+        return ConditionSet(streams)

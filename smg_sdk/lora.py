@@ -1,0 +1,126 @@
+"""Per-stream LoRA routing: an adapter named on a stream acts on that stream's tokens only.
+
+Two mechanisms, both on peft's public layer objects, never on FLUX's block code:
+
+- *cached* streams run in a pass of their own, so their adapter is simply enabled for that
+  pass (``set_adapters``) and disabled for the denoising passes;
+- *concat* streams share the pass with the target, so a forward hook on each of the
+  adapter's ``lora_B`` modules multiplies the LoRA update by a 0/1 mask over token
+  positions. peft computes ``base(x) + lora_B(lora_A(x)) * scale``, so zeroing ``lora_B``'s
+  output at a position removes the adapter there exactly.
+
+Which token positions a layer sees depends on where it sits in FLUX: context-side layers of
+double blocks see the text sequence, image-side layers see ``[image, concat references]``,
+single blocks see the joint sequence. Modulation layers (``norm*.linear``, timestep
+embedders) act on the timestep, not on tokens; an adapter there cannot be routed per token
+and is refused in concat mode.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from .errors import BackendError
+
+CONTEXT_PARTS = ("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out", "ff_context", "context_embedder")
+TIMESTEP_PARTS = ("norm1.", "norm1_context.", ".norm.", "norm_out", "time_text_embed")
+
+DEFAULT_TARGET_MODULES = [
+    "to_q", "to_k", "to_v", "to_out.0",
+    "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
+    "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2",
+    "proj_mlp",
+]
+"""Token-wise layers of FLUX blocks a stream adapter targets by default (no modulation layers)."""
+
+
+def lora_layers(model: nn.Module, adapter: str) -> list[tuple[str, nn.Module]]:
+    """(module name, peft LoRA layer) pairs that hold ``adapter``."""
+    from peft.tuners.lora import LoraLayer
+
+    return [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, LoraLayer) and adapter in getattr(module, "lora_B", {})
+    ]
+
+
+def token_role(module_name: str) -> str:
+    """'text', 'image', 'joint' or 'timestep': which sequence a FLUX layer's input is."""
+    padded = f".{module_name}."
+    if any(part in padded for part in TIMESTEP_PARTS):
+        return "timestep"
+    if module_name.startswith("single_transformer_blocks."):
+        return "joint"
+    if any(part in module_name for part in CONTEXT_PARTS):
+        return "text"
+    return "image"
+
+
+@contextmanager
+def route_adapter(
+    model: nn.Module,
+    adapter: str,
+    joint_mask: torch.Tensor,
+    text_length: int,
+) -> Iterator[None]:
+    """Within the block, ``adapter`` only changes tokens where ``joint_mask`` is true.
+
+    ``joint_mask`` is ``(batch, text + image + concat references)``, in joint-sequence order.
+    """
+    layers = lora_layers(model, adapter)
+    if not layers:
+        raise BackendError(f"Stream adapter {adapter!r} is not loaded in the transformer; add it before generating.")
+    handles = []
+    masks = {
+        "text": joint_mask[:, :text_length],
+        "image": joint_mask[:, text_length:],
+        "joint": joint_mask,
+    }
+    try:
+        for name, layer in layers:
+            role = token_role(name)
+            if role == "timestep":
+                raise BackendError(
+                    f"Adapter {adapter!r} has a LoRA on {name}, a modulation layer that acts on the timestep, not on "
+                    "tokens, so it cannot be limited to one stream in concat mode. Use mode='cached' for that stream "
+                    "or leave modulation layers out of the adapter's target_modules."
+                )
+            if getattr(layer, "use_dora", {}).get(adapter, False):
+                raise BackendError(f"Adapter {adapter!r} uses DoRA, which cannot be routed per token; use plain LoRA.")
+            mask = masks[role]
+
+            def hook(_module, _inputs, output, mask=mask):
+                if output.ndim != 3 or output.shape[1] != mask.shape[1]:
+                    raise BackendError(
+                        f"Routing adapter {adapter!r}: a layer produced {tuple(output.shape)} but the stream mask "
+                        f"covers {mask.shape[1]} tokens."
+                    )
+                return output * mask[..., None].to(output.dtype)
+
+            handles.append(layer.lora_B[adapter].register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def peft_loaded(model: nn.Module) -> bool:
+    return bool(getattr(model, "_hf_peft_config_loaded", False))
+
+
+def activate_adapters(model: nn.Module, weights: dict[str, float]) -> None:
+    """Make exactly the adapters in ``weights`` active, with those weights (none: all off)."""
+    if not peft_loaded(model):
+        if weights:
+            raise BackendError(f"Adapters {sorted(weights)} were requested but the transformer has none loaded.")
+        return
+    if not weights:
+        model.disable_adapters()
+        return
+    model.enable_adapters()
+    model.set_adapters(list(weights), list(weights.values()))

@@ -1,0 +1,209 @@
+"""Discovering, loading and listing plugins.
+
+One process-wide plugin manager and registry are created lazily on first use, so importing
+smg-sdk stays cheap and never imports third-party code. Loading is fault-isolated per
+plugin: one broken plugin is reported (and warned about) but cannot stop the core or the
+other plugins from loading.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import sys
+import threading
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from ..errors import PluginError
+from . import hookspecs
+from .registry import Registry
+
+ENTRY_POINT_GROUP = "smg_sdk"
+"""Entry-point group a distribution lists its plugin modules under."""
+
+DISABLE_AUTOLOAD_ENV = "SMG_DISABLE_PLUGIN_AUTOLOAD"
+"""Set to 1/true/yes to skip entry-point plugins (the builtin plugin still loads)."""
+
+BUILTIN_MODULE = "smg_sdk.builtin"
+
+_TRUE = {"1", "true", "yes"}
+
+
+class PluginLoadWarning(UserWarning):
+    """A plugin failed to load; it was skipped and everything else still loaded."""
+
+
+@dataclass
+class PluginInfo:
+    """What ``smg plugins`` shows about one plugin."""
+
+    name: str
+    version: str | None
+    source: str  # "builtin" | "entry point" | "manual" | "error"
+    components: dict[str, list[str]] = field(default_factory=dict)  # kind -> names registered
+    error: str | None = None  # "ExceptionType: message" when source == "error"
+
+
+_lock = threading.RLock()
+_pm: pluggy.PluginManager | None = None
+_registry: Registry | None = None
+_infos: list[PluginInfo] = []
+_loaded = False
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def autoload_disabled() -> bool:
+    """Whether ``SMG_DISABLE_PLUGIN_AUTOLOAD`` asks to skip entry-point plugins."""
+    return os.environ.get(DISABLE_AUTOLOAD_ENV, "").strip().lower() in _TRUE
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide pluggy manager (created on first call, plugins not loaded yet)."""
+    global _pm
+    with _lock:
+        if _pm is None:
+            _pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+            _pm.add_hookspecs(hookspecs)
+        return _pm
+
+
+def _registry_object() -> Registry:
+    global _registry
+    if _registry is None:
+        _registry = Registry()
+    return _registry
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, with the builtin and entry-point plugins loaded."""
+    global _loaded
+    with _lock:
+        registry = _registry_object()
+        if not _loaded:
+            _loaded = True  # set first: a plugin calling get_registry() must not recurse
+            _load_all(get_plugin_manager(), registry)
+        return registry
+
+
+def list_plugins() -> list[PluginInfo]:
+    """Every plugin seen, in load order, including those that failed."""
+    with _lock:
+        get_registry()
+        return [PluginInfo(i.name, i.version, i.source, {k: list(v) for k, v in i.components.items()}, i.error)
+                for i in _infos]
+
+
+def register_plugin(plugin: object, name: str | None = None) -> PluginInfo:
+    """Register a module/object with ``@hookimpl`` functions and run its ``smg_register`` now.
+
+    For plugins that are not installed as a distribution (a notebook, a test). Unlike
+    autoloading, a failure here raises :class:`PluginError` (after rolling back whatever
+    the plugin registered), since the caller is right there to see it.
+    """
+    with _lock:
+        registry = get_registry()
+        pm = get_plugin_manager()
+        plugin_name = name or pm.get_canonical_name(plugin)
+        try:
+            info = _register(pm, registry, plugin, plugin_name, version=_object_version(plugin), source="manual")
+        except PluginError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"plugin {plugin_name!r} failed to register: {_describe(exc)}") from exc
+        _infos.append(info)
+        return info
+
+
+def reset_plugins() -> None:
+    """Forget every plugin and registered name; the next :func:`get_registry` reloads.
+
+    Meant for tests. Modules already imported stay in ``sys.modules``.
+    """
+    global _pm, _registry, _loaded
+    with _lock:
+        _pm = None
+        _registry = None
+        _infos.clear()
+        _loaded = False
+
+
+# -- loading ------------------------------------------------------------------------------
+
+
+def _object_version(plugin: object) -> str | None:
+    version = getattr(plugin, "__version__", None)
+    return str(version) if version is not None else None
+
+
+def _core_version() -> str | None:
+    try:
+        return importlib.metadata.version("smg-sdk")
+    except importlib.metadata.PackageNotFoundError:
+        return _object_version(sys.modules.get("smg_sdk"))
+
+
+def _register(
+    pm: pluggy.PluginManager, registry: Registry, plugin: object, name: str, *, version: str | None, source: str
+) -> PluginInfo:
+    """Register one plugin and call its ``smg_register``; on any failure undo everything.
+
+    Each plugin's hookimpls are called individually (not through ``pm.hook``) so that an
+    exception or a name clash can be pinned on, and rolled back for, that plugin alone.
+    """
+    if pm.has_plugin(name):
+        raise PluginError(f"a plugin named {name!r} is already registered; give this one another name.")
+    if pm.is_registered(plugin):
+        raise PluginError(
+            f"{plugin!r} is already registered as plugin {pm.get_name(plugin)!r}; it cannot be registered twice."
+        )
+    try:
+        pm.register(plugin, name=name)  # validates hookimpl signatures against the hookspecs
+        for caller in pm.get_hookcallers(plugin) or []:
+            if caller.spec is None:
+                impls = [i for i in caller.get_hookimpls() if i.plugin is plugin and not i.optionalhook]
+                if impls:
+                    raise PluginError(
+                        f"plugin {name!r} implements hook {caller.name!r}, which smg-sdk does not define "
+                        f"(known hooks: smg_register); fix the name or mark it optionalhook=True."
+                    )
+        impls = [i for i in pm.hook.smg_register.get_hookimpls() if i.plugin is plugin]
+        with registry.registering(name):
+            for impl in impls:
+                impl.function(**{arg: registry for arg in impl.argnames})
+    except BaseException:
+        registry.forget(name)
+        if pm.is_registered(plugin):  # pluggy leaves a half-registered plugin on errors
+            pm.unregister(plugin)
+        raise
+    return PluginInfo(name=name, version=version, source=source, components=registry.components(name))
+
+
+def _load_one(pm: pluggy.PluginManager, registry: Registry, name: str, load: Any, version: str | None, source: str) -> None:
+    """Import and register one plugin, turning any failure into an "error" entry + warning."""
+    try:
+        plugin = load()
+        info = _register(pm, registry, plugin, name, version=version, source=source)
+    except Exception as exc:
+        error = _describe(exc)
+        info = PluginInfo(name=name, version=version, source="error", error=error)
+        warnings.warn(f"smg-sdk plugin {name!r} failed to load: {error}", PluginLoadWarning, stacklevel=2)
+    _infos.append(info)
+
+
+def _load_all(pm: pluggy.PluginManager, registry: Registry) -> None:
+    _load_one(pm, registry, BUILTIN_MODULE, lambda: importlib.import_module(BUILTIN_MODULE), _core_version(), "builtin")
+    if autoload_disabled():
+        return
+    # sys.path order, then file order: the same "first one wins" rule as imports and pytest.
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(ep, "dist", None)
+        version = getattr(dist, "version", None) if dist is not None else None
+        _load_one(pm, registry, ep.name, ep.load, version, "entry point")

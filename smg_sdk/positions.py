@@ -1,0 +1,78 @@
+"""Position ids for FLUX's 3-axis RoPE, and the named policies for reference tokens.
+
+FLUX gives every token an id ``(axis0, row, col)``. Text tokens are all ``(0, 0, 0)``; the
+target image's packed latent at grid cell ``(i, j)`` is ``(0, i, j)``. A reference image's
+tokens need ids that keep them distinguishable from the target. The three policies in use,
+for a target grid of ``H x W`` packed tokens and reference ``k`` (0-based) of ``h x w``:
+
+============  ==========================================  ==========================================
+policy        id of reference token (i, j)                 used by
+============  ==========================================  ==========================================
+``omini``     ``(0, i, j - W)``: shifted left by the       OminiControl (subject-driven): the
+              target's width, side by side with it         reference sits beside the target
+``kontext``   ``(k + 1, i, j)``: same grid, first axis     FLUX.1 Kontext (one index per
+              is the subject number (1, 2, ...)            reference here)
+``uno``       ``(0, i + H + sum(h_<k), j + W + sum(w_<k))``  UNO: each reference continues the
+              diagonal: references sit below-right of      diagonal after the target and the
+              the target and of each other                 references before it
+============  ==========================================  ==========================================
+
+Example, target 2x2, one 2x2 reference (rows list ids of token (i, j) in row-major order)::
+
+    target   (0,0,0) (0,0,1) (0,1,0) (0,1,1)
+    omini    (0,0,-2) (0,0,-1) (0,1,-2) (0,1,-1)
+    kontext  (1,0,0) (1,0,1) (1,1,0) (1,1,1)
+    uno      (0,2,2) (0,2,3) (0,3,2) (0,3,3)
+
+The sign of ``omini`` has bitten users: OminiControl's reference code uses a negative
+column offset (``position_delta = [0, -W]``); a positive one also runs but puts the
+reference on the other side, which trained adapters do not expect.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+
+from .errors import ConditionError
+
+PositionPolicy = Literal["omini", "kontext", "uno"]
+POLICIES: tuple[str, ...] = ("omini", "kontext", "uno")
+
+
+def grid_ids(rows: int, cols: int, axis0: float = 0.0, row_offset: float = 0.0, col_offset: float = 0.0) -> torch.Tensor:
+    """``(rows * cols, 3)`` ids of a packed-latent grid, row-major, like FluxPipeline's."""
+    ids = torch.zeros(rows, cols, 3)
+    ids[..., 0] = axis0
+    ids[..., 1] = torch.arange(rows)[:, None] + row_offset
+    ids[..., 2] = torch.arange(cols)[None, :] + col_offset
+    return ids.reshape(rows * cols, 3)
+
+
+def text_ids(length: int) -> torch.Tensor:
+    """FLUX text tokens all sit at (0, 0, 0)."""
+    return torch.zeros(length, 3)
+
+
+def reference_ids(
+    policy: str,
+    target_grid: tuple[int, int],
+    reference_grids: Sequence[tuple[int, int]],
+) -> list[torch.Tensor]:
+    """Ids for each reference grid under ``policy``; see the module docstring for the table."""
+    if policy not in POLICIES:
+        raise ConditionError(f"Unknown position policy {policy!r}; choose one of {', '.join(POLICIES)}.")
+    target_rows, target_cols = target_grid
+    out: list[torch.Tensor] = []
+    row_acc, col_acc = target_rows, target_cols
+    for k, (rows, cols) in enumerate(reference_grids):
+        if policy == "omini":
+            out.append(grid_ids(rows, cols, col_offset=-target_cols))
+        elif policy == "kontext":
+            out.append(grid_ids(rows, cols, axis0=k + 1))
+        else:
+            out.append(grid_ids(rows, cols, row_offset=row_acc, col_offset=col_acc))
+            row_acc += rows
+            col_acc += cols
+    return out
