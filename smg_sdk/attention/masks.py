@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Literal
 
 import torch
 
@@ -184,6 +184,11 @@ class JointAttentionMask:
 
     def add_bias(self, keys: str, value: float, queries: str = "*") -> None:
         """Add ``value`` to the logits of the selected queries on the selected keys."""
+        if not math.isfinite(float(value)):
+            raise AttentionRuleError(
+                f"Attention bias {value} on {keys!r} is not finite; use block() to forbid pairs and add_bias() "
+                "only with finite values."
+            )
         for qg in self.layout.select(queries):
             rows = self._query_rows(qg, None)
             for kg in self.layout.select(keys):
@@ -191,16 +196,23 @@ class JointAttentionMask:
                 self.bias += (rows[:, :, None] & cols[None, None, :]).float() * float(value)
 
     def apply_stream_weights(self, weights: dict[str, float]) -> None:
-        """A schedule's weights: 0 blocks a stream's keys; w adds log(w) to them."""
+        """A schedule's weights: 0 hides a stream's keys from every *other* group; w adds log(w).
+
+        A stream's own tokens keep attending to themselves, so a stream switched off for a
+        step is exactly as if it were absent for everyone else.
+        """
         for name, w in weights.items():
             if name not in self.layout._by_name or w == 1:
                 continue
             if w < 0 or not math.isfinite(w):
                 raise AttentionRuleError(f"Stream weight for {name!r} is {w}; weights must be finite and >= 0.")
-            if w == 0:
-                self.block("*", name)
-            else:
-                self.add_bias(name, math.log(w))
+            for other in self.layout.groups:
+                if other.name == name or not other.is_query:
+                    continue
+                if w == 0:
+                    self.block(other.name, name)
+                else:
+                    self.add_bias(name, math.log(w), queries=other.name)
 
     @property
     def is_trivial(self) -> bool:
@@ -234,6 +246,3 @@ def isolate_independent_streams(mask: JointAttentionMask, conditions: ConditionS
             if other.name != stream.name:
                 mask.block(stream.name, other.name)
 
-
-def names(groups: Iterable[TokenGroup]) -> list[str]:
-    return [g.name for g in groups]

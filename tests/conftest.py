@@ -1,0 +1,54 @@
+"""Shared fixtures: the embedded tiny FLUX, loaded once per session, and small images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+DREAMBENCH = SHARED / "dreambench"
+
+
+@pytest.fixture(scope="session")
+def tiny_path() -> Path:
+    from smg_sdk.presets.tiny import tiny_flux_path
+
+    return tiny_flux_path()
+
+
+@pytest.fixture()
+def backend(tiny_path):
+    """A fresh tiny FLUX backend (tests may add adapters to it)."""
+    from smg_sdk.backends.flux import FluxBackend
+
+    return FluxBackend.from_pretrained(tiny_path, max_sequence_length=32)
+
+
+@pytest.fixture(scope="session")
+def diffusers_pipe(tiny_path):
+    """diffusers' own FluxPipeline on the same weights: the reference implementation."""
+    from diffusers import FluxPipeline
+
+    pipe = FluxPipeline.from_pretrained(str(tiny_path), local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def make_image(seed: int, size: int = 64) -> Image.Image:
+    """A random but structured RGB image (blocks of colour), reproducible by seed."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
+    return Image.fromarray(np.kron(blocks, np.ones((size // 4, size // 4, 1), dtype=np.uint8)), "RGB")
+
+
+@pytest.fixture()
+def images():
+    return [make_image(i) for i in range(3)]
