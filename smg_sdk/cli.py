@@ -60,6 +60,93 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_loading() -> None:
+    """Model-loading progress bars would drown the command's own output."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+
+
+def _parse_subject(spec: str):
+    """``path.png`` or ``path.png:class word`` -> Subject (the last ':' splits, so paths may hold ':')."""
+    from pathlib import Path
+
+    from PIL import Image, UnidentifiedImageError
+
+    from .errors import RequestError
+    from .types import Subject
+
+    path, _, word = spec.rpartition(":") if ":" in spec and not Path(spec).exists() else (spec, "", "")
+    file = Path(path)
+    if not file.is_file():
+        raise RequestError(f"Subject image {path!r} does not exist; pass --subject path/to/image.png[:class word].")
+    try:
+        image = Image.open(file).convert("RGB")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise RequestError(f"Subject image {path!r} could not be read as an image ({exc}).") from exc
+    return Subject(image, word.strip() or None)
+
+
+def _load_pipeline(args: argparse.Namespace):
+    from .pipeline import SubjectPipeline, build_component
+
+    pipe = SubjectPipeline.from_pretrained(args.pipeline) if args.pipeline else SubjectPipeline.from_preset(args.preset)
+    if getattr(args, "planner", None):
+        pipe.planner = build_component("planner", args.planner)
+    if getattr(args, "verifier", None):
+        pipe.verifier = build_component("verifier", args.verifier)
+    return pipe
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Generate one image (or several candidates) from a prompt and subject images."""
+    from pathlib import Path
+
+    from .errors import RequestError
+    from .gallery import contact_sheet
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+        raise RequestError(f"--out {args.out!r} must end in .png, .jpg or .webp.")
+    subjects = [_parse_subject(s) for s in args.subject]
+    _quiet_loading()
+    pipe = _load_pipeline(args)
+    pipe.set_progress_bar_config(disable=args.quiet)
+    result = pipe(
+        args.prompt,
+        subjects,
+        height=args.height,
+        width=args.width,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        seed=args.seed,
+        num_candidates=args.candidates,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result.images[0].save(out)
+    print(f"wrote {out}")
+    if len(result.images) > 1:
+        captions = [f"score {s:.3f}" for s in result.scores] or [f"#{i}" for i in range(len(result.images))]
+        sheet_path = out.with_name(out.stem + "_candidates.png")
+        contact_sheet(result.images, captions).save(sheet_path)
+        print(f"wrote {sheet_path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job on the embedded tiny preset: a small gallery of generations."""
+    from .demo import run_demo
+
+    _quiet_loading()
+    path = run_demo(args.out, steps=args.steps, seed=args.seed, progress=not args.quiet)
+    print(f"demo gallery written to {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``smg`` parser; each subparser stores its ``cmd_*`` function as ``func``."""
     parser = argparse.ArgumentParser(prog="smg", description="smg-sdk: subject-driven image generation.")
@@ -68,6 +155,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plugins", help="list installed plugins and what they register")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("generate", help="generate an image from a prompt and subject images")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--preset", default="tiny", help="registered preset to run (default: tiny)")
+    source.add_argument("--pipeline", help="folder written by SubjectPipeline.save_pretrained")
+    p.add_argument("--prompt", required=True, help="instruction; <1>, <2>... name the subjects in order")
+    p.add_argument("--subject", action="append", default=[], metavar="IMAGE[:CLASS]",
+                   help="a subject image, optionally with its class word (repeatable)")
+    p.add_argument("--out", default="out.png", help="output image path (default: out.png)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the preset's)")
+    p.add_argument("--height", type=int, default=None)
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--guidance", type=float, default=None, help="FLUX guidance scale")
+    p.add_argument("--candidates", type=int, default=1, help="generate N candidates and keep the best")
+    p.add_argument("--planner", default=None, help="registered planner name")
+    p.add_argument("--verifier", default=None, help="registered verifier name")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("demo", help="write a small gallery of generations with the tiny preset")
+    p.add_argument("--out", default="smg-demo", help="output folder (default: ./smg-demo)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the preset's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
 
     return parser
 
