@@ -49,6 +49,12 @@ class ConditionStream:
         if self.mode not in ("concat", "cached"):
             raise ConditionError(f"Stream {self.name!r}: mode must be 'concat' or 'cached', not {self.mode!r}.")
         if self.side != "raw":
+            for field_name in ("tokens", "position_ids"):
+                value = getattr(self, field_name)
+                if not isinstance(value, torch.Tensor):
+                    raise ConditionError(
+                        f"Stream {self.name!r}: {field_name} must be a torch.Tensor, got {type(value).__name__}."
+                    )
             if self.tokens.ndim != 3:
                 raise ConditionError(
                     f"Stream {self.name!r}: tokens must be (batch, length, width), got shape {tuple(self.tokens.shape)}."

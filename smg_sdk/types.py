@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -92,6 +93,9 @@ class Request:
                 raise RequestError(
                     f"subjects[{i}] is a {type(subject).__name__}; wrap images as Subject(image, 'class word')."
                 )
+        m = self.size_multiple
+        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+            raise RequestError(f"size_multiple must be a positive integer such as 16, got {m!r}.")
         for name in ("height", "width"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -110,12 +114,15 @@ class Request:
             raise RequestError(f"num_images_per_prompt must be an integer >= 1, got {n!r}.")
         for name in ("guidance_scale", "true_cfg_scale"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value == value) or value < 0:
-                raise RequestError(f"{name} must be a number >= 0, got {value!r}.")
+            not_number = isinstance(value, bool) or not isinstance(value, (int, float))
+            if not_number or (isinstance(value, float) and not math.isfinite(value)) or value < 0:
+                raise RequestError(f"{name} must be a finite number >= 0, got {value!r}.")
         if self.seed is not None and self.generator is not None:
             raise RequestError("Pass either seed or generator, not both.")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise RequestError(f"seed must be an integer, got {self.seed!r}.")
+        if self.seed is not None and not -(2**63) <= self.seed < 2**64:
+            raise RequestError(f"seed must fit in 64 bits (torch.Generator.manual_seed), got {self.seed!r}.")
         if self.generator is not None and not isinstance(self.generator, torch.Generator):
             raise RequestError("generator must be a torch.Generator.")
         if self.negative_prompt is not None and not isinstance(self.negative_prompt, str):
