@@ -121,3 +121,48 @@ def test_trace_records_stream_weights(backend, images):
     pipe = pipeline(backend, VAEReferenceEncoder(), schedule=ConstantSchedule({"ref1": 0.5}))
     out = run(pipe, "a photo of <1>", [Subject(images[0], "dog")])
     assert out.trace == [{"prompt": 1.0, "ref1": 0.5}] * 3
+
+
+def test_from_pipeline_shares_modules(tiny_path):
+    from diffusers import FluxPipeline
+
+    from smg_sdk.backends.flux import FluxBackend
+
+    pipe = FluxPipeline.from_pretrained(str(tiny_path), local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    expected = pipe("a dog", generator=torch.Generator().manual_seed(0), output_type="np", max_sequence_length=32,
+                    num_inference_steps=2, **SIZE).images
+    backend = FluxBackend.from_pipeline(pipe, max_sequence_length=32)
+    assert backend.transformer is pipe.transformer
+    ours = pipeline(backend)("a dog", generator=torch.Generator().manual_seed(0), output_type="np",
+                             num_inference_steps=2, **SIZE).images
+    assert np.abs(ours - expected).max() <= 1e-5
+    # diffusers' own pipeline still runs (and gives the same image) with the SDK's processors installed
+    again = pipe("a dog", generator=torch.Generator().manual_seed(0), output_type="np", max_sequence_length=32,
+                 num_inference_steps=2, **SIZE).images
+    assert np.abs(again - expected).max() <= 1e-6
+
+
+def test_missing_model_folder_is_clear(tmp_path):
+    from smg_sdk.backends.flux import FluxBackend
+    from smg_sdk.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="model_index.json"):
+        FluxBackend.from_pretrained(tmp_path)
+    with pytest.raises(ModelLoadError, match="No FLUX model folder"):
+        FluxBackend.from_pretrained(tmp_path / "nope")
+
+
+def test_raw_stream_left_unaggregated_is_refused(backend):
+    from smg_sdk.conditions import ConditionStream
+    from smg_sdk.errors import BackendError
+    from smg_sdk.interfaces import ConditionEncoder
+
+    class RawOnly(ConditionEncoder):
+        def encode(self, request, backend):
+            from smg_sdk.conditions import ConditionSet
+
+            return ConditionSet([ConditionStream("mllm", torch.zeros(1, 3, 5, 8), torch.zeros(5, 3), side="raw")])
+
+    with pytest.raises(BackendError, match="aggregator"):
+        run(pipeline(backend, RawOnly()))

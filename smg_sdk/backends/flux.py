@@ -98,8 +98,9 @@ class FluxBackend:
         """Load a diffusers-format FLUX folder (safetensors weights only)."""
         from diffusers import FluxPipeline
 
-        local = Path(path)
-        if local_files_only and not local.exists() and "/" not in str(path).strip("/"):
+        local = Path(path).expanduser()
+        looks_like_repo_id = not local.is_absolute() and str(path).count("/") == 1 and not str(path).startswith(".")
+        if not local.exists() and not looks_like_repo_id:
             raise ModelLoadError(f"No FLUX model folder at {str(path)!r}; pass the path of a diffusers-format folder.")
         if local.exists() and not (local / "model_index.json").is_file():
             raise ModelLoadError(
