@@ -114,13 +114,24 @@ def peft_loaded(model: nn.Module) -> bool:
 
 
 def activate_adapters(model: nn.Module, weights: dict[str, float]) -> None:
-    """Make exactly the adapters in ``weights`` active, with those weights (none: all off)."""
+    """Make exactly the adapters in ``weights`` active, with those weights (none: all off).
+
+    peft's activation also sets ``requires_grad`` on adapter weights as a side effect. The
+    backend switches adapters around every pass, and autograd drops the gradient of a leaf
+    whose ``requires_grad`` was cleared before backward, so the flags are put back as the
+    caller (e.g. a trainer) set them.
+    """
     if not peft_loaded(model):
         if weights:
             raise BackendError(f"Adapters {sorted(weights)} were requested but the transformer has none loaded.")
         return
-    if not weights:
-        model.disable_adapters()
-        return
-    model.enable_adapters()
-    model.set_adapters(list(weights), list(weights.values()))
+    flags = [(p, p.requires_grad) for name, p in model.named_parameters() if "lora_" in name]
+    try:
+        if not weights:
+            model.disable_adapters()
+        else:
+            model.enable_adapters()
+            model.set_adapters(list(weights), list(weights.values()))
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)

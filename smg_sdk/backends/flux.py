@@ -20,7 +20,7 @@ from ..attention.processor import install_stream_processors
 from ..errors import BackendError, ModelLoadError
 from ..latents import pack_latents, unpack_latents
 from ..lora import DEFAULT_TARGET_MODULES, activate_adapters, lora_layers, peft_loaded
-from .flux_sampling import CachedReferenceOptions, DenoiseResult, denoise
+from .flux_sampling import CachedReferenceOptions, DenoiseResult, denoise, predict_velocity
 
 FLUX_COMPONENTS = ("scheduler", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "transformer")
 
@@ -208,6 +208,10 @@ class FluxBackend:
     def denoise(self, conditions, **kwargs) -> DenoiseResult:
         """Run the flow-matching sampler; see :func:`smg_sdk.backends.flux_sampling.denoise`."""
         return denoise(self, conditions, **kwargs)
+
+    def velocity(self, conditions, latents: torch.Tensor, sigmas: torch.Tensor, **kwargs) -> torch.Tensor:
+        """Differentiable velocity prediction; see :func:`.flux_sampling.predict_velocity`."""
+        return predict_velocity(self, conditions, latents, sigmas, **kwargs)
 
     @torch.no_grad()
     def decode(self, packed: torch.Tensor, height: int, width: int, output_type: str = "pil"):

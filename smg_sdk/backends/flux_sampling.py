@@ -299,3 +299,35 @@ def denoise(
             changes = callback(i, t, {"latents": latents}) or {}
             latents = changes.get("latents", latents)
     return DenoiseResult(latents=latents, trace=trace, reference_passes=reference_passes)
+
+
+def predict_velocity(
+    backend: "FluxBackend",
+    conditions: ConditionSet,
+    latents: torch.Tensor,
+    sigmas: torch.Tensor,
+    *,
+    height: int,
+    width: int,
+    guidance_scale: float = 1.0,
+    rules: Sequence["AttentionRule"] = (),
+    request: "Request | None" = None,
+    weights: dict[str, float] | None = None,
+) -> torch.Tensor:
+    """The transformer's velocity for noisy packed ``latents`` at noise levels ``sigmas`` (B,).
+
+    Differentiable (used by training): cached reference streams are recorded at t = 0 with
+    gradients, so their adapters train through the cache exactly as they run at inference.
+    """
+    batch = _check_streams(backend, conditions)
+    rows, cols = backend.token_grid(height, width)
+    inputs = _prepare(backend, conditions, latents.shape[1], rules, request)
+    guidance = None
+    if backend.transformer.config.guidance_embeds:
+        guidance = torch.full([batch], guidance_scale, device=backend.device, dtype=torch.float32)
+    zero = torch.zeros(batch, device=backend.device, dtype=backend.dtype)
+    pooled = conditions.pooled.to(backend.device, backend.dtype)
+    cache = {s.name: _record(backend, s, zero, guidance, pooled) for s in inputs.cached}
+    img_ids = grid_ids(rows, cols).to(backend.device, backend.dtype)
+    timestep = sigmas.to(backend.device, backend.dtype)
+    return _forward(backend, inputs, latents, img_ids, timestep, guidance, weights or {}, cache)
