@@ -1,0 +1,8 @@
+"""smg_plugins.squeeze_mllm (work in progress): registers nothing yet."""
+
+from smg_sdk import hookimpl
+
+
+@hookimpl
+def smg_register(registry) -> None:
+    """Components this plugin provides."""
