@@ -56,17 +56,21 @@ def tokens_in_spans(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]
 
 
 class FluxTextEncoder(ConditionEncoder):
-    """FLUX's T5 tokens (stream ``prompt``) and CLIP pooled embedding.
+    """FLUX's T5 tokens (stream ``prompt``) and CLIP pooled embedding (``t5=False``: pooled only).
 
     ``meta["subject_tokens"]["prompt"]`` maps each subject index to the T5 token positions
     of its class word, found through the tokenizer's offset mapping.
     """
 
-    def __init__(self, stream_name: str = "prompt", max_sequence_length: int | None = None):
+    def __init__(self, stream_name: str = "prompt", max_sequence_length: int | None = None, t5: bool = True):
         self.stream_name = stream_name
         self.max_sequence_length = max_sequence_length
+        self.t5 = t5
 
     def encode(self, request: Request, backend: "FluxBackend") -> ConditionSet:
+        if not self.t5:
+            # Another encoder (an MLLM, say) carries the prompt; FLUX still needs CLIP's pooled vector.
+            return ConditionSet([], pooled=backend.encode_pooled(request.text_prompt))
         enc = backend.encode_prompt(request.text_prompt, self.max_sequence_length)
         spans = subject_char_spans(request)
         subject_tokens = {k: tokens_in_spans(enc.offsets, s) for k, s in spans.items()} if enc.offsets else {}

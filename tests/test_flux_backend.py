@@ -166,3 +166,12 @@ def test_raw_stream_left_unaggregated_is_refused(backend):
 
     with pytest.raises(BackendError, match="aggregator"):
         run(pipeline(backend, RawOnly()))
+
+
+def test_pooled_only_matches_full_encoding(backend):
+    from smg_sdk.types import Request
+
+    request = Request("a red teapot", height=64, width=64)
+    full = FluxTextEncoder().encode(request, backend)
+    pooled_only = FluxTextEncoder(t5=False).encode(request, backend)
+    assert len(pooled_only) == 0 and torch.equal(full.pooled, pooled_only.pooled)

@@ -189,6 +189,16 @@ class FluxBackend:
         return PromptEncoding(embeds=embeds, pooled=pooled, input_ids=ids, offsets=offsets, text=prompt)
 
     @torch.no_grad()
+    def encode_pooled(self, prompt: str) -> torch.Tensor:
+        """CLIP's pooled embedding ``(1, P)`` alone (as FluxPipeline computes it), without running T5."""
+        ids = self.tokenizer(
+            [prompt], padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
+            return_tensors="pt",
+        ).input_ids
+        pooled = self.text_encoder(ids.to(self.text_encoder.device), output_hidden_states=False).pooler_output
+        return pooled.to(device=self.device, dtype=self.text_encoder.dtype)
+
+    @torch.no_grad()
     def encode_images(self, images: Sequence[Image.Image], height: int, width: int) -> list[ImageEncoding]:
         """VAE latents of each image resized to ``height x width``, packed like the target."""
         from diffusers.image_processor import VaeImageProcessor
