@@ -39,6 +39,7 @@ import shutil
 import string
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -971,12 +972,21 @@ def write_preset(folder: Path, seed: int = DEFAULT_SEED) -> None:
 
 def build(out: Path, seed: int = DEFAULT_SEED) -> Path:
     """Build the preset in a temporary folder beside ``out``, then swap it into place."""
+    return write_atomically(out, lambda folder: write_preset(folder, seed))
+
+
+def write_atomically(out: Path, write: Callable[[Path], None]) -> Path:
+    """Run ``write(tmp)`` on a temporary folder beside ``out``, then swap it into place.
+
+    Readers never see a half-written folder; if ``write`` fails, the previous ``out`` stays.
+    Shared with ``build_tiny_vision.py``.
+    """
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.build-", dir=out.parent))
     old = None
     try:
-        write_preset(tmp, seed)
+        write(tmp)
         for path in [tmp, *tmp.rglob("*")]:  # mkdtemp makes 0700; ship like any package data
             path.chmod(0o755 if path.is_dir() else 0o644)
         if out.exists():

@@ -19,6 +19,16 @@ replaces those random weights with trained ones by overwriting the weight files 
 folder (same file names, same shapes, same configs). That is a data change, not a code
 change: nothing that loads the folder, here or elsewhere, has to change with it.
 Rebuilding with the build script brings the random weights back.
+
+Beside ``tiny/flux/``, ``scripts/build_tiny_vision.py`` writes the other models the SDK reads
+or measures with, each a standard folder for its stock class (``local_files_only=True``, no
+remote code, safetensors, seeded random weights until training replaces them):
+
+    tiny/qwen2_5_vl/  Qwen2_5_VLForConditionalGeneration + Qwen2_5_VLProcessor  tiny_qwen_vl_path()
+    tiny/siglip/      SiglipVisionModel + SiglipImageProcessor (64 px -> 64 tokens)  tiny_siglip_path()
+    tiny/redux/       diffusers ReduxImageEncoder (SigLIP width -> FLUX text width 32)  tiny_redux_path()
+    tiny/clip/        CLIPModel + CLIPProcessor (CLIP-T / CLIP-I, clip-text verifier)  tiny_clip_path()
+    tiny/dino/        Dinov2Model + BitImageProcessor (the DINO metric)                 tiny_dino_path()
 """
 
 from __future__ import annotations
@@ -28,7 +38,13 @@ from typing import Any
 
 from ..errors import ModelLoadError
 
-TINY_FLUX_PATH: Path = Path(__file__).parent / "tiny" / "flux"
+TINY_ROOT: Path = Path(__file__).parent / "tiny"
+TINY_FLUX_PATH: Path = TINY_ROOT / "flux"
+TINY_QWEN_VL_PATH: Path = TINY_ROOT / "qwen2_5_vl"
+TINY_SIGLIP_PATH: Path = TINY_ROOT / "siglip"
+TINY_REDUX_PATH: Path = TINY_ROOT / "redux"
+TINY_CLIP_PATH: Path = TINY_ROOT / "clip"
+TINY_DINO_PATH: Path = TINY_ROOT / "dino"
 
 #: Generation settings that suit the tiny preset. ``max_sequence_length`` is the T5
 #: sequence length the SDK encodes prompts to (the T5 tokenizer itself allows 512).
@@ -52,4 +68,54 @@ def tiny_flux_path() -> Path:
     return TINY_FLUX_PATH
 
 
-__all__ = ["TINY_DEFAULTS", "TINY_FLUX_PATH", "tiny_flux_path"]
+def _tiny_vision_folder(path: Path, what: str) -> Path:
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(
+            f"The tiny {what} is missing (no config.json in {path}). Build it with "
+            f"`python scripts/build_tiny_vision.py --only {path.name}` from the source checkout, "
+            "or reinstall smg-sdk."
+        )
+    return path
+
+
+def tiny_qwen_vl_path() -> Path:
+    """The shipped tiny Qwen2.5-VL folder (model + processor); :class:`ModelLoadError` if missing."""
+    return _tiny_vision_folder(TINY_QWEN_VL_PATH, "Qwen2.5-VL")
+
+
+def tiny_siglip_path() -> Path:
+    """The shipped tiny SigLIP vision tower (Redux's image encoder); :class:`ModelLoadError` if missing."""
+    return _tiny_vision_folder(TINY_SIGLIP_PATH, "SigLIP vision model")
+
+
+def tiny_redux_path() -> Path:
+    """The shipped tiny diffusers ReduxImageEncoder; :class:`ModelLoadError` if missing."""
+    return _tiny_vision_folder(TINY_REDUX_PATH, "Redux image encoder")
+
+
+def tiny_clip_path() -> Path:
+    """The shipped tiny CLIP model + processor (metrics, verifier); :class:`ModelLoadError` if missing."""
+    return _tiny_vision_folder(TINY_CLIP_PATH, "CLIP model")
+
+
+def tiny_dino_path() -> Path:
+    """The shipped tiny DINOv2 model + image processor; :class:`ModelLoadError` if missing."""
+    return _tiny_vision_folder(TINY_DINO_PATH, "DINOv2 model")
+
+
+__all__ = [
+    "TINY_CLIP_PATH",
+    "TINY_DEFAULTS",
+    "TINY_DINO_PATH",
+    "TINY_FLUX_PATH",
+    "TINY_QWEN_VL_PATH",
+    "TINY_REDUX_PATH",
+    "TINY_ROOT",
+    "TINY_SIGLIP_PATH",
+    "tiny_clip_path",
+    "tiny_dino_path",
+    "tiny_flux_path",
+    "tiny_qwen_vl_path",
+    "tiny_redux_path",
+    "tiny_siglip_path",
+]
