@@ -117,3 +117,23 @@ def test_multistage_boundaries_respected(steps, a, b, late):
 def test_multistage_rejects_bad_parameters(kwargs):
     with pytest.raises(ScheduleError):
         MultiStageSchedule(**kwargs)
+
+
+@pytest.mark.parametrize("name", ["lap", "dla", "last-layer", "fixed-layers"])
+def test_squeeze_aggregators_pass_the_conformance_kit(name):
+    from smg_sdk.plugins import get_registry
+    from smg_sdk.testing import check_aggregator
+
+    torch.manual_seed(0)
+    aggregator = get_registry().build("aggregator", name, num_layers=3, in_dim=16, out_dim=8)
+    check_aggregator(aggregator, raw_set(torch.randn(1, 3, 6, 16), torch.tensor([0, 1, 1, 0, 0, 0]), [3, 6, 9]))
+
+
+def test_multistage_passes_the_conformance_kit():
+    from smg_sdk.testing import check_schedule
+
+    conditions = ConditionSet([
+        ConditionStream("mllm", torch.zeros(1, 4, 8), torch.zeros(4, 3), side="text"),
+        ConditionStream("ref1", torch.zeros(1, 4, 16), torch.zeros(4, 3), side="reference", independent=True),
+    ])
+    check_schedule(MultiStageSchedule(), conditions)

@@ -128,9 +128,13 @@ class DualLayerAggregation(nn.Module, Aggregator):
 
 
 class LastLayer(nn.Module, Aggregator):
-    """``last-layer`` baseline: the last selected layer, normalised and projected."""
+    """``last-layer`` baseline: the last selected layer, normalised and projected.
 
-    def __init__(self, in_dim: int, out_dim: int = 4096, stream: str = RAW_STREAM, out_stream: str = OUT_STREAM, **_):
+    ``num_layers`` is accepted (and unused) so every Squeeze aggregator takes the same config.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int = 4096, stream: str = RAW_STREAM, out_stream: str = OUT_STREAM,
+                 num_layers: int | None = None):
         super().__init__()
         self.norm = nn.LayerNorm(in_dim)
         self.proj = nn.Sequential(nn.Linear(in_dim, in_dim), nn.GELU(), nn.Linear(in_dim, out_dim))
@@ -148,9 +152,14 @@ def fixed_layer_slots(layers: list[int], fractions: tuple[float, ...] = (1 / 3, 
 
 
 class FixedLayers(nn.Module, Aggregator):
-    """``fixed-layers`` baseline: layers at 1/3, 2/3 and the last, concatenated, then projected."""
+    """``fixed-layers`` baseline: layers at 1/3, 2/3 and the last, concatenated, then projected.
 
-    def __init__(self, in_dim: int, out_dim: int = 4096, stream: str = RAW_STREAM, out_stream: str = OUT_STREAM, **_):
+    The three are the selected layers nearest those depths; ``num_layers`` is accepted (and
+    unused) so every Squeeze aggregator takes the same config.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int = 4096, stream: str = RAW_STREAM, out_stream: str = OUT_STREAM,
+                 num_layers: int | None = None):
         super().__init__()
         self.norm = nn.LayerNorm(in_dim)
         self.proj = nn.Linear(3 * in_dim, out_dim)
