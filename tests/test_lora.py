@@ -139,3 +139,27 @@ def test_lora_file_matches_diffusers(backend, tiny_path, tmp_path):
                 **SIZE).images
     assert np.abs(ours - theirs).max() <= 1e-5
     assert np.abs(theirs - without).max() > 1e-3
+
+
+def test_references_sharing_one_adapter_all_get_it(backend, images):
+    """Two concat references routed to the same adapter: each gets it (the masks are OR-ed, not multiplied)."""
+    subjects = [Subject(images[0], "dog"), Subject(images[1], "cat")]
+    block = backend.transformer.transformer_blocks[0]
+    base_acts: dict = {}
+    hook = capture(block.attn.to_q, base_acts, "image")
+    pipe = SubjectPipeline(backend, [FluxTextEncoder(), VAEReferenceEncoder(mode="concat", adapter=None)],
+                           schedule=ConstantSchedule())
+    pipe.set_progress_bar_config(disable=True)
+    pipe("<1> and <2>", subjects, seed=0, num_inference_steps=1, output_type="latent", **SIZE)
+    hook.remove()
+    torch.manual_seed(0)
+    backend.add_stream_adapter("subject", rank=4, init_lora_weights=False)
+    acts: dict = {}
+    hook = capture(block.attn.to_q, acts, "image")
+    make_pipe(backend, "concat")("<1> and <2>", subjects, seed=0, num_inference_steps=1, output_type="latent", **SIZE)
+    hook.remove()
+    image_tokens = 16
+    assert torch.allclose(acts["image"][0][:, :image_tokens], base_acts["image"][0][:, :image_tokens], atol=1e-6)
+    for ref in range(2):
+        part = slice(image_tokens * (ref + 1), image_tokens * (ref + 2))
+        assert not torch.allclose(acts["image"][0][:, part], base_acts["image"][0][:, part], atol=1e-4), ref

@@ -119,11 +119,14 @@ def _prepare(
     isolate_independent_streams(mask, conditions)
     for rule in rules:
         rule.apply(mask, conditions, request)
-    routed = []
+    # One token mask per adapter: streams sharing an adapter (several references with one
+    # LoRA) must be OR-ed, since each routed mask multiplies the adapter's output.
+    by_adapter: dict[str, torch.Tensor] = {}
     for s in text + extra:
         if s.adapter is not None:
-            token_mask = layout.query_mask(s.name).to(device, dtype).expand(batch, -1)
-            routed.append((s.adapter, token_mask))
+            stream_mask = layout.query_mask(s.name)
+            by_adapter[s.adapter] = by_adapter[s.adapter] | stream_mask if s.adapter in by_adapter else stream_mask
+    routed = [(name, m.to(device, dtype).expand(batch, -1)) for name, m in by_adapter.items()]
     return _PassInputs(conditions, text_tokens, text_ids, extra, cached, layout, mask, routed)
 
 
