@@ -92,6 +92,13 @@ def _parse_subject(spec: str):
 
 
 def _load_pipeline(args: argparse.Namespace):
+    """The pipeline to run, with the components named on the command line.
+
+    A planner may name the attention rules that make its plans take effect
+    (``planner.suggested_rules``) and a verifier to rank its candidates
+    (``planner.suggested_verifier``); the command adds those the pipeline lacks, and says so.
+    """
+    from .interfaces import component_name
     from .pipeline import SubjectPipeline, build_component
 
     pipe = SubjectPipeline.from_pretrained(args.pipeline) if args.pipeline else SubjectPipeline.from_preset(args.preset)
@@ -99,12 +106,60 @@ def _load_pipeline(args: argparse.Namespace):
         pipe.planner = build_component("planner", args.planner)
     if getattr(args, "verifier", None):
         pipe.verifier = build_component("verifier", args.verifier)
+    present = {component_name(r) for r in pipe.rules}
+    wanted = list(getattr(args, "rule", None) or [])
+    suggested = list(getattr(pipe.planner, "suggested_rules", ()) or ()) if pipe.planner is not None else []
+    for name in wanted + suggested:
+        if name not in present:
+            pipe.rules.append(build_component("rule", name))
+            present.add(name)
+            if name not in wanted:
+                print(f"added rule {name} (planner {component_name(pipe.planner)} needs it for its plans to act)")
+    verifier = getattr(pipe.planner, "suggested_verifier", None) if pipe.planner is not None else None
+    if pipe.verifier is None and getattr(args, "candidates", 1) > 1 and verifier:
+        pipe.verifier = build_component("verifier", verifier)
+        print(f"ranking candidates with verifier {verifier} (suggested by planner {component_name(pipe.planner)})")
     return pipe
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    """Generate one image (or several candidates) from a prompt and subject images."""
+def _atomic(path, write: Callable[[str], None]) -> None:
+    """Call ``write(temp_path)`` beside ``path``, then rename into place: no half-written files."""
+    import os
+    import tempfile
     from pathlib import Path
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs are ordinary files
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _candidate_rows(result) -> list[tuple[int, object, float | None, object]]:
+    """(candidate index, image, score, plan) for every image, best first when scored."""
+    plans = result.plans or [None] * len(result.images)
+    if result.ranking:
+        return list(zip(result.ranking, result.images, result.scores, plans))
+    return [(k, image, None, plan) for k, (image, plan) in enumerate(zip(result.images, plans))]
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Generate one image (or several candidates) from a prompt and subject images.
+
+    Writes the chosen image to ``--out``; with several candidates also ``<stem>_candidates.png``
+    (every candidate, best first, with its score); with a planner, each plan's grid as
+    ``<stem>_plan<k>.png`` and ``<stem>_plans.json`` (text, layout, notes and score per candidate).
+    """
+    from pathlib import Path
+
+    from PIL import Image
 
     from .errors import RequestError
     from .gallery import contact_sheet
@@ -127,13 +182,38 @@ def cmd_generate(args: argparse.Namespace) -> int:
         num_candidates=args.candidates,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    result.images[0].save(out)
+    image_format = Image.registered_extensions()[out.suffix.lower()]
+    _atomic(out, lambda tmp: result.images[0].save(tmp, format=image_format))
     print(f"wrote {out}")
-    if len(result.images) > 1:
-        captions = [f"score {s:.3f}" for s in result.scores] or [f"#{i}" for i in range(len(result.images))]
+    rows = _candidate_rows(result)
+    if len(rows) > 1:
+        captions = [f"#{k} score {s:.3f}" if s is not None else f"#{k}" for k, _, s, _ in rows]
+        if rows[0][2] is not None:
+            captions[0] += " best"
         sheet_path = out.with_name(out.stem + "_candidates.png")
-        contact_sheet(result.images, captions).save(sheet_path)
+        sheet = contact_sheet([image for _, image, _, _ in rows], captions)
+        _atomic(sheet_path, lambda tmp: sheet.save(tmp, format="PNG"))
         print(f"wrote {sheet_path}")
+    names = [s.class_word for s in subjects]
+    records = []
+    for rank, (k, _, score, plan) in enumerate(rows):
+        if plan is None:
+            continue
+        record = {"candidate": k, "rank": rank, "score": score, "prompt": plan.prompt, "cot": plan.cot,
+                  "layout": None if plan.layout is None else plan.layout.tolist(), "notes": plan.notes}
+        if plan.layout is not None:
+            grid_path = out.with_name(f"{out.stem}_plan{k}.png")
+            title = f"plan #{k}" + (f" score {score:.3f}" if score is not None else "")
+            grid = plan.grid_image(names=names, title=title)
+            _atomic(grid_path, lambda tmp: grid.save(tmp, format="PNG"))
+            record["grid"] = grid_path.name
+            print(f"wrote {grid_path}")
+        records.append(record)
+    if records:
+        plans_path = out.with_name(out.stem + "_plans.json")
+        text = json.dumps(records, indent=2, default=str)
+        _atomic(plans_path, lambda tmp: Path(tmp).write_text(text))
+        print(f"wrote {plans_path}")
     return 0
 
 
@@ -170,8 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--guidance", type=float, default=None, help="FLUX guidance scale")
     p.add_argument("--candidates", type=int, default=1, help="generate N candidates and keep the best")
-    p.add_argument("--planner", default=None, help="registered planner name")
-    p.add_argument("--verifier", default=None, help="registered verifier name")
+    p.add_argument("--planner", default=None, help="registered planner name (e.g. music)")
+    p.add_argument("--verifier", default=None,
+                   help="registered verifier name (with --candidates > 1 the planner's suggestion is the default)")
+    p.add_argument("--rule", action="append", default=[], metavar="NAME",
+                   help="add a registered attention rule (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_generate)
 

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from .backends.flux_sampling import CachedReferenceOptions
+from .candidates import batch_groups, encode_shared, stack
 from .conditions import ConditionSet
 from .errors import RequestError
 from .interfaces import Aggregator, AttentionRule, ConditionEncoder, DenoisingSchedule, Planner, Verifier
@@ -68,6 +69,10 @@ class SubjectPipeline:
         self.verifier = verifier
         self.defaults: dict[str, Any] = dict(defaults or {})
         self._progress = True
+        self.last_encoder_calls: dict[str, int] = {}
+        """Calls per encoder in the last generation (``"<i>:<class>"`` -> count), for logs and tests."""
+        self.last_candidate_batches: list[list[int]] = []
+        """Candidate indices of each sampler call in the last generation."""
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -133,6 +138,7 @@ class SubjectPipeline:
             conditions = aggregator.aggregate(conditions, request)
         return conditions
 
+    @torch.no_grad()  # as diffusers pipelines: learnable encoders/aggregators must not build graphs here
     def __call__(
         self,
         prompt: str,
@@ -152,16 +158,26 @@ class SubjectPipeline:
         output_type: str = "pil",
         callback_on_step_end: Callable[["SubjectPipeline", int, torch.Tensor, dict], dict | None] | None = None,
         cached_references: CachedReferenceOptions | None = None,
+        candidate_batch_size: int | None = None,
     ) -> PipelineOutput:
         """Generate images of ``subjects`` following ``prompt``.
 
         With a planner, ``num_candidates`` plans are drawn and one image is generated per
-        plan; with a verifier, candidates are scored and returned best first.
+        plan; with a verifier, candidates are scored and returned best first (test-time
+        scaling). Encodings that do not depend on the plan are computed once, and candidates
+        go through the sampler together, at most ``candidate_batch_size`` per call (default:
+        all; 1 = one after the other). ``latents`` are the starting latents of one candidate
+        (batch ``num_images_per_prompt``); with several candidates the noise is drawn from
+        ``generator`` in candidate order, so a candidate's noise does not depend on batching.
+        ``callback_on_step_end`` sees the latents of the whole batch.
         """
         if output_type not in ("pil", "np", "pt", "latent"):
             raise RequestError(f"output_type must be 'pil', 'np', 'pt' or 'latent', not {output_type!r}.")
         if isinstance(num_candidates, bool) or not isinstance(num_candidates, int) or num_candidates < 1:
             raise RequestError(f"num_candidates must be an integer >= 1, got {num_candidates!r}.")
+        batch = candidate_batch_size
+        if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+            raise RequestError(f"candidate_batch_size must be an integer >= 1 or None, got {candidate_batch_size!r}.")
         request = self.make_request(
             prompt,
             subjects,
@@ -181,21 +197,31 @@ class SubjectPipeline:
         plans: list[Plan | None] = [None] * num_candidates
         if self.planner is not None:
             plans = list(self.planner.plan(request, num_candidates, generator))
+            if not plans:
+                raise RequestError(
+                    f"Planner {type(self.planner).__name__} returned no plan; it must return at least one."
+                )
         timings["plan"] = time.perf_counter() - clock
 
-        images, trace, used_plans = [], [], []
+        clock = time.perf_counter()
+        positives, negatives = self.encode_candidates(request, plans)
+        timings["encode"] = time.perf_counter() - clock
+
         step_callback = None
         if callback_on_step_end is not None:
             step_callback = lambda i, t, tensors: callback_on_step_end(self, i, t, tensors)  # noqa: E731
-        for plan in plans:
+        rows = request.num_images_per_prompt
+        images: list[Any] = [None] * len(plans)
+        trace: list[dict[str, float]] = []
+        timings["denoise"] = timings["decode"] = 0.0
+        groups = batch_groups(positives, candidate_batch_size)
+        if negatives is not None:  # a batch must be stackable on both sides
+            groups = [sub for g in groups for sub in _split_stackable(g, negatives)]
+        for group in groups:
             clock = time.perf_counter()
-            conditions = self.encode(request, plan).repeat(request.num_images_per_prompt)
-            negative = None
-            if request.negative_prompt is not None and request.true_cfg_scale > 1:
-                negative_request = dataclasses.replace(request, prompt=request.negative_prompt)
-                negative = self.encode(negative_request, plan).repeat(request.num_images_per_prompt)
-            timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - clock
-            clock = time.perf_counter()
+            conditions = stack([positives[i] for i in group])
+            negative = stack([negatives[i] for i in group]) if negatives is not None else None
+            group_latents = None if latents is None else latents.repeat(len(group), *([1] * (latents.ndim - 1)))
             result = self.backend.denoise(
                 conditions,
                 height=request.height,
@@ -208,34 +234,90 @@ class SubjectPipeline:
                 request=request,
                 negative_conditions=negative,
                 true_cfg_scale=request.true_cfg_scale,
-                latents=latents,
+                latents=group_latents,
                 callback=step_callback,
                 progress=self._progress,
                 cached=cached_references,
             )
-            timings["denoise"] = timings.get("denoise", 0.0) + time.perf_counter() - clock
+            timings["denoise"] += time.perf_counter() - clock
             clock = time.perf_counter()
             decoded = self.backend.decode(result.latents, request.height, request.width, output_type)
-            timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - clock
-            images.append(decoded)
+            timings["decode"] += time.perf_counter() - clock
+            for j, i in enumerate(group):
+                images[i] = decoded[j * rows : (j + 1) * rows]
             trace = result.trace
-            used_plans.extend([plan] * request.num_images_per_prompt if plan is not None else [])
+        self.last_candidate_batches = [list(g) for g in groups]
+        used_plans = [plan for plan in plans if plan is not None for _ in range(rows)]
 
         flat = _flatten(images, output_type)
         scores: list[float] = []
         candidates = None
+        ranking: list[int] = []
         if self.verifier is not None and output_type == "pil":
             clock = time.perf_counter()
             scores = [float(s) for s in self.verifier.score(flat, request, used_plans or None)]
             timings["verify"] = time.perf_counter() - clock
-            order = sorted(range(len(flat)), key=lambda i: -scores[i])
+            if len(scores) != len(flat):
+                raise RequestError(
+                    f"Verifier {type(self.verifier).__name__} returned {len(scores)} scores for {len(flat)} images; "
+                    "it must return one score per image."
+                )
+            ranking = sorted(range(len(flat)), key=lambda i: -scores[i])
             candidates = list(flat)
-            flat = [flat[i] for i in order]
-            scores = [scores[i] for i in order]
-            used_plans = [used_plans[i] for i in order] if used_plans else []
+            flat = [flat[i] for i in ranking]
+            scores = [scores[i] for i in ranking]
+            used_plans = [used_plans[i] for i in ranking] if used_plans else []
         return PipelineOutput(
-            images=flat, plans=used_plans, scores=scores, candidates=candidates, timings=timings, trace=trace
+            images=flat, plans=used_plans, scores=scores, candidates=candidates, timings=timings, trace=trace,
+            ranking=ranking,
         )
+
+    def encode_candidates(
+        self, request: Request, plans: Sequence[Plan | None]
+    ) -> tuple[list[ConditionSet], list[ConditionSet] | None]:
+        """Condition sets (batch ``num_images_per_prompt``) per plan, and for the negative prompt.
+
+        Encoders whose output does not depend on the plan run once for all candidates (see
+        :mod:`smg_sdk.candidates`); aggregators run per candidate, with the plan in
+        ``conditions.meta["plan"]`` (and one per row in ``meta["plans"]``).
+        """
+        effective = [
+            dataclasses.replace(request, prompt=plan.prompt) if plan is not None and plan.prompt else request
+            for plan in plans
+        ]
+        needs_negative = request.negative_prompt is not None and request.true_cfg_scale > 1
+        negative_request = dataclasses.replace(request, prompt=request.negative_prompt) if needs_negative else None
+        encoded, calls = encode_shared(
+            self.encoders, self.backend, effective + ([negative_request] if negative_request is not None else [])
+        )
+        self.last_encoder_calls = calls
+        rows = request.num_images_per_prompt
+
+        def finish(conditions: ConditionSet, plan: Plan | None, req: Request) -> ConditionSet:
+            if plan is not None:
+                conditions.meta["plan"] = plan
+            for aggregator in self.aggregators:
+                conditions = aggregator.aggregate(conditions, req)
+            conditions = conditions.repeat(rows)
+            if plan is not None:
+                conditions.meta["plans"] = [plan] * rows
+            return conditions
+
+        positives = [finish(c, plan, req) for c, plan, req in zip(encoded, plans, effective)]
+        negatives = None
+        if negative_request is not None:
+            shared = encoded[-1]
+            negatives = [
+                finish(ConditionSet(list(shared.streams), shared.pooled, dict(shared.meta)), plan, negative_request)
+                for plan in plans
+            ]
+        return positives, negatives
+
+
+def _split_stackable(group: list[int], sets: Sequence[ConditionSet]) -> list[list[int]]:
+    """``group`` split so that each part is also stackable in ``sets`` (order kept)."""
+    parts = batch_groups([sets[i] for i in group])
+    return [[group[j] for j in part] for part in parts]
 
 
 def _flatten(chunks: list[Any], output_type: str):

@@ -173,7 +173,10 @@ class Request:
 class Plan:
     """A generation plan: chain-of-thought text, a layout grid of subject ids, a prompt rewrite.
 
-    ``layout`` is an ``(rows, cols)`` integer tensor; 0 means no subject, k means subject k.
+    ``layout`` is an ``(rows, cols)`` integer tensor; 0 means no subject, k means subject k
+    (nested lists are accepted and converted). ``prompt``, when set, replaces the request's
+    prompt for the encoders. ``notes`` records how the plan was made (source, retries,
+    why a fallback was used...).
     """
 
     cot: str = ""
@@ -181,14 +184,55 @@ class Plan:
     prompt: str | None = None
     notes: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        from .plans import PlanError, as_layout
+
+        if not isinstance(self.cot, str):
+            raise PlanError(f"Plan.cot must be a string, got {type(self.cot).__name__}.")
+        if self.prompt is not None and not isinstance(self.prompt, str):
+            raise PlanError("Plan.prompt must be a string, or None to keep the request's prompt.")
+        if self.layout is not None:
+            self.layout = as_layout(self.layout)
+
+    @property
+    def grid_shape(self) -> tuple[int, int] | None:
+        """``(rows, cols)`` of the layout, or None without one."""
+        return None if self.layout is None else (int(self.layout.shape[0]), int(self.layout.shape[1]))
+
+    def layout_text(self) -> str:
+        """The layout as rows of numbers (empty string without a layout)."""
+        from .plans import layout_text
+
+        return "" if self.layout is None else layout_text(self.layout)
+
+    def to_text(self) -> str:
+        """The plan as text for a prompt or a log: the reasoning, then the grid with its legend."""
+        parts = [self.cot.strip()] if self.cot.strip() else []
+        if self.layout is not None:
+            rows, cols = self.grid_shape  # type: ignore[misc]
+            parts.append(f"Layout ({rows}x{cols}, 0 = empty, k = subject <k>):\n{self.layout_text()}")
+        return "\n".join(parts)
+
+    def grid_image(
+        self, cell: int = 24, names: list[str | None] | None = None, title: str | None = None
+    ) -> Image.Image:
+        """The layout as a coloured-grid picture for people (see :func:`smg_sdk.plans.layout_image`)."""
+        from .plans import PlanError, layout_image
+
+        if self.layout is None:
+            raise PlanError("This plan has no layout to draw; only plans with a layout grid have a picture.")
+        return layout_image(self.layout, cell=cell, names=names, title=title)
+
 
 @dataclass
 class PipelineOutput:
     """What :class:`SubjectPipeline` returns.
 
     ``images`` are PIL images (or a tensor for ``output_type="pt"``/``"latent"``), best first;
-    ``candidates`` holds every generated image when test-time selection ran; ``trace`` records,
-    per step, which streams were active and with which weight.
+    ``plans`` and ``scores`` follow ``images``. ``candidates`` holds every generated image in
+    generation order when test-time selection ran, and ``ranking[j]`` is the index in
+    ``candidates`` of ``images[j]``. ``trace`` records, per step, which streams were active and
+    with which weight.
     """
 
     images: list[Image.Image] | torch.Tensor
@@ -197,3 +241,4 @@ class PipelineOutput:
     candidates: list[Image.Image] | torch.Tensor | None = None
     timings: dict[str, float] = field(default_factory=dict)
     trace: list[dict[str, float]] = field(default_factory=list)
+    ranking: list[int] = field(default_factory=list)

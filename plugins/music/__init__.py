@@ -1,4 +1,12 @@
-"""smg_plugins.music (work in progress): registers nothing yet."""
+"""smg_plugins.music: MUSIC (Zhou et al., ACL 2026) for smg-sdk.
+
+Multi-subject generation as planning: an MLLM writes a visual chain of thought and an 8x8
+layout of subject ids (:mod:`.planner`, format in :mod:`.plan_format`, heuristic fallback in
+:mod:`.heuristic`); image tokens in a subject's cells attend to that subject's reference
+(:mod:`.layout_rule`); N plans give N candidates ranked by a verifier (:mod:`.verifiers`);
+training data with decimation augmentation (:mod:`.data`, :mod:`.autodata`) teaches the
+planner (:mod:`.training`). Uses only smg-sdk's public API.
+"""
 
 from smg_sdk import hookimpl
 
@@ -6,3 +14,15 @@ from smg_sdk import hookimpl
 @hookimpl
 def smg_register(registry) -> None:
     """Components this plugin provides."""
+    from .heuristic import HeuristicPlanner
+    from .layout_rule import LayoutAttentionRule
+    from .planner import build_music_planner
+    from .preset import music_tiny
+    from .verifiers import ClipTextVerifier, JudgeVerifier
+
+    registry.add_planner("music", build_music_planner)
+    registry.add_planner("music-heuristic", HeuristicPlanner)
+    registry.add_rule("music-layout", LayoutAttentionRule)
+    registry.add_verifier("clip-text", ClipTextVerifier)
+    registry.add_verifier("scene-judge", JudgeVerifier)
+    registry.add_preset("music-tiny", music_tiny)

@@ -1,0 +1,174 @@
+"""Verifiers for test-time scaling: CLIP text similarity, and a judge interface for oracles.
+
+``clip-text`` is the paper's selector: the cosine similarity between CLIP's embedding of each
+candidate and of the prompt (placeholders replaced by class words). Weights load from a local
+folder (``model_path``: a ``CLIPModel`` + ``CLIPProcessor`` folder, safetensors only, nothing
+downloaded); without one it uses the SDK's embedded tiny CLIP, whose random weights make the
+scores a plumbing check only: pass a real CLIP for real selection.
+
+``scene-judge`` adapts any :class:`SceneJudge` (an object that rates images on named criteria,
+such as the SubjectWorld oracle, which knows exactly what each image should contain) into a
+:class:`~smg_sdk.Verifier` that ranks by a weighted sum of those criteria.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import torch
+from PIL import Image
+
+from smg_sdk import Plan, Request, Verifier
+from smg_sdk.errors import ModelLoadError, SMGError
+
+
+class ClipTextVerifier(Verifier):
+    """CLIP image-text cosine similarity with the prompt (registered as ``clip-text``).
+
+    ``model_path``: local CLIP folder (default: the embedded tiny CLIP); ``use_plan_prompt``:
+    score against the plan's rewritten prompt instead of the instruction; ``batch_size``:
+    images per forward pass.
+    """
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        device: str | None = None,
+        torch_dtype: str | None = None,
+        use_plan_prompt: bool = False,
+        batch_size: int = 16,
+        local_files_only: bool = True,
+    ):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise SMGError(f"clip-text batch_size must be a positive integer, got {batch_size!r}.")
+        self.model_path, self.device, self.torch_dtype = model_path, device, torch_dtype
+        self.use_plan_prompt, self.batch_size = bool(use_plan_prompt), batch_size
+        self.local_files_only = local_files_only
+        self._model = self._processor = None
+
+    @property
+    def source(self) -> str:
+        """Where the CLIP weights come from (a path)."""
+        if self.model_path is not None:
+            return str(self.model_path)
+        from smg_sdk.presets.tiny import tiny_clip_path
+
+        return str(tiny_clip_path())
+
+    def load(self) -> None:
+        """Load CLIP now (it is otherwise loaded on the first :meth:`score`)."""
+        if self._model is not None:
+            return
+        from transformers import CLIPModel, CLIPProcessor
+
+        kwargs: dict[str, Any] = {"local_files_only": self.local_files_only, "use_safetensors": True}
+        if self.torch_dtype is not None:
+            kwargs["dtype"] = getattr(torch, str(self.torch_dtype).removeprefix("torch."))
+        try:
+            model = CLIPModel.from_pretrained(self.source, **kwargs)
+            processor = CLIPProcessor.from_pretrained(self.source, local_files_only=self.local_files_only)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(
+                f"clip-text could not load a CLIP model from {self.source!r} ({exc}); pass model_path= a local "
+                "folder with a CLIPModel (safetensors) and its CLIPProcessor files."
+            ) from exc
+        if self.device is not None:
+            model = model.to(self.device)
+        self._model, self._processor = model.eval(), processor
+
+    @torch.no_grad()
+    def embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Unit-norm CLIP image embeddings ``(N, D)``."""
+        self.load()
+        device = next(self._model.parameters()).device
+        out = []
+        for i in range(0, len(images), self.batch_size):
+            chunk = [im.convert("RGB") for im in images[i : i + self.batch_size]]
+            pixels = self._processor(images=chunk, return_tensors="pt")["pixel_values"].to(device, self._model.dtype)
+            out.append(_features(self._model.get_image_features(pixel_values=pixels)))
+        return torch.nn.functional.normalize(torch.cat(out).float(), dim=-1)
+
+    @torch.no_grad()
+    def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """Unit-norm CLIP text embeddings ``(N, D)`` (texts truncated to CLIP's length)."""
+        self.load()
+        device = next(self._model.parameters()).device
+        limit = int(self._model.config.text_config.max_position_embeddings)
+        tokens = self._processor(text=list(texts), return_tensors="pt", padding=True, truncation=True, max_length=limit)
+        tokens = {k: v.to(device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
+        return torch.nn.functional.normalize(_features(self._model.get_text_features(**tokens)).float(), dim=-1)
+
+    def score(self, images: list[Image.Image], request: Request, plans: list[Plan] | None = None) -> list[float]:
+        if not images:
+            return []
+        texts = [request.text_prompt] * len(images)
+        if self.use_plan_prompt and plans:
+            texts = [
+                Request(p.prompt, request.subjects).text_prompt if p is not None and p.prompt else request.text_prompt
+                for p in plans
+            ]
+        image_emb = self.embed_images(images)
+        unique = list(dict.fromkeys(texts))
+        text_emb = self.embed_texts(unique)
+        rows = torch.tensor([unique.index(t) for t in texts])
+        return (image_emb * text_emb[rows]).sum(-1).tolist()
+
+
+def _features(output: Any) -> torch.Tensor:
+    """transformers 5 may return a model output object where 4.x returned the tensor."""
+    if isinstance(output, torch.Tensor):
+        return output
+    for name in ("image_embeds", "text_embeds", "pooler_output"):
+        value = getattr(output, name, None)
+        if isinstance(value, torch.Tensor):
+            return value
+    raise SMGError(f"CLIP returned {type(output).__name__}, which holds no embedding tensor.")
+
+
+@runtime_checkable
+class SceneJudge(Protocol):
+    """What an oracle implements to rank candidates: named criteria per image, higher = better.
+
+    For example ``{"identity": 0.9, "instruction": 1.0, "omitted": 0.0, "layout": 0.8}``. The
+    SubjectWorld oracle, which knows every fact of the scene it asked for, is the intended
+    implementation; anything with this method works.
+    """
+
+    def judge(
+        self, images: Sequence[Image.Image], request: Request, plans: Sequence[Plan] | None
+    ) -> list[dict[str, float]]:
+        ...
+
+
+class JudgeVerifier(Verifier):
+    """A :class:`SceneJudge` as a verifier (registered as ``scene-judge``): score = sum of weight x criterion.
+
+    ``judge`` is the judge object, or ``"package.module:factory"`` naming a callable that
+    builds one (so a saved pipeline can name it); ``weights`` default to 1 for every criterion.
+    The last breakdown is kept in :attr:`last_criteria` for reports.
+    """
+
+    def __init__(self, judge: SceneJudge | str, weights: dict[str, float] | None = None):
+        if isinstance(judge, str):
+            module, _, attr = judge.partition(":")
+            if not module or not attr:
+                raise SMGError(f"judge must be an object or 'package.module:factory', got {judge!r}.")
+            try:
+                judge = getattr(importlib.import_module(module), attr)()
+            except (ImportError, AttributeError) as exc:
+                raise SMGError(f"Could not build the judge {judge!r}: {exc}.") from exc
+        if not isinstance(judge, SceneJudge):
+            raise SMGError(f"{type(judge).__name__} has no judge(images, request, plans) method; see SceneJudge.")
+        self.judge, self.weights = judge, dict(weights or {})
+        self.last_criteria: list[dict[str, float]] = []
+
+    def score(self, images: list[Image.Image], request: Request, plans: list[Plan] | None = None) -> list[float]:
+        criteria = self.judge.judge(images, request, plans)
+        if len(criteria) != len(images):
+            raise SMGError(f"The judge rated {len(criteria)} images but was given {len(images)}.")
+        self.last_criteria = [dict(c) for c in criteria]
+        return [sum(self.weights.get(name, 1.0) * float(value) for name, value in c.items()) for c in criteria]
+
+
+__all__ = ["ClipTextVerifier", "JudgeVerifier", "SceneJudge"]
