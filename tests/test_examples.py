@@ -13,6 +13,8 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = {
+    "compose_all.py": ["best.png", "plan_0.png", "contact_sheet.png"],
+    "multi_subject.py": ["best.png", "plan_0.png", "plans.json", "contact_sheet.png"],
     "single_subject.py": ["reference.png", "result_0.png", "contact_sheet.png"],
     "train_adapter.py": ["before.png", "after.png", "contact_sheet.png", "pipeline/smg_pipeline.json"],
 }
