@@ -106,6 +106,8 @@ def _load_pipeline(args: argparse.Namespace):
         pipe.planner = build_component("planner", args.planner)
     if getattr(args, "verifier", None):
         pipe.verifier = build_component("verifier", args.verifier)
+    for name in getattr(args, "aggregator", None) or []:
+        pipe.aggregators.append(build_component("aggregator", name))
     present = {component_name(r) for r in pipe.rules}
     wanted = list(getattr(args, "rule", None) or [])
     suggested = list(getattr(pipe.planner, "suggested_rules", ()) or ()) if pipe.planner is not None else []
@@ -253,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--planner", default=None, help="registered planner name (e.g. music)")
     p.add_argument("--verifier", default=None,
                    help="registered verifier name (with --candidates > 1 the planner's suggestion is the default)")
+    p.add_argument("--aggregator", action="append", default=[], metavar="NAME",
+                   help="add a registered aggregator, with its default config (repeatable)")
     p.add_argument("--rule", action="append", default=[], metavar="NAME",
                    help="add a registered attention rule (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

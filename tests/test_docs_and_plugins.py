@@ -83,6 +83,15 @@ def test_following_the_tutorial_gives_a_working_plugin(tmp_path):
     plugin = {p["name"]: p for p in json.loads(listing.stdout)}["spotlight"]
     assert plugin["source"] == "entry point" and plugin["version"] == "0.2.0"
     assert plugin["components"] == {"aggregator": ["word-emphasis"], "rule": ["spotlight"]}
+    from conftest import make_image
+
+    make_image(0).save(tmp_path / "dog.png")
+    generate = subprocess.run(
+        [sys.executable, "-m", "smg_sdk.cli", "generate", "--prompt", "a photo of <1>", "--subject",
+         f"{tmp_path / 'dog.png'}:dog", "--aggregator", "word-emphasis", "--rule", "spotlight", "--steps", "2",
+         "--out", str(tmp_path / "spotlit.png"), "--quiet"], capture_output=True, text=True, env=env, timeout=300)
+    assert generate.returncode == 0, generate.stderr[-2000:]
+    assert (tmp_path / "spotlit.png").is_file()
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(folder / "tests")],
                            capture_output=True, text=True, env=env, cwd=folder, timeout=300)
     assert tests.returncode == 0, tests.stdout[-2000:] + tests.stderr[-2000:]
