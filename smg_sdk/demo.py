@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from .atomic import atomic_folder
 from .gallery import contact_sheet
 from .types import Subject
 
@@ -48,9 +46,7 @@ def run_demo(out: str | Path = "smg-demo", steps: int | None = None, seed: int =
     from .pipeline import SubjectPipeline
 
     out = Path(out).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as staging:
         pipes = {mode: SubjectPipeline.from_preset("tiny", reference_mode=mode) for mode in ("concat", "cached")}
         subjects = [synthetic_subject(i) for i in range(3)]
         for i, subject in enumerate(subjects):
@@ -67,10 +63,4 @@ def run_demo(out: str | Path = "smg-demo", steps: int | None = None, seed: int =
             index.append({**job, "file": file, "timings_s": {k: round(v, 4) for k, v in result.timings.items()}})
         contact_sheet(images, captions, columns=len(images)).save(staging / "gallery.png")
         (staging / "index.json").write_text(json.dumps(index, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out

@@ -13,15 +13,13 @@ never leaves a half-written pipeline. Loading checks every tensor against the ma
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from .atomic import atomic_folder
 from .errors import ModelLoadError, SMGError, WeightsMismatchError
 from .interfaces import component_config, component_name
 from .plugins.manager import get_registry
@@ -63,9 +61,7 @@ def save_pipeline(pipe: "SubjectPipeline", folder: Path) -> Path:
     folder = folder.resolve()
     if folder.exists() and any(folder.iterdir()) and not (folder / MANIFEST).is_file():
         raise SMGError(f"{folder} exists and is not a saved pipeline; choose an empty or new folder.")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as staging:
         manifest: dict[str, Any] = {"format": FORMAT_VERSION, "defaults": pipe.defaults}
         manifest["backend"] = pipe.backend.save_pretrained(staging / "backend")
         manifest["backend_tensors"] = _tensor_index(staging / "backend")
@@ -77,17 +73,6 @@ def save_pipeline(pipe: "SubjectPipeline", folder: Path) -> Path:
             component = getattr(pipe, attr)
             manifest[attr] = None if component is None else _describe(component, kind, attr, staging)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(folder, old)
-            os.replace(staging, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return folder
 
 

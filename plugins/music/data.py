@@ -17,10 +17,7 @@ covers them (smallest first, the one drawn on top), else to 0.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,6 +26,7 @@ import torch
 from PIL import Image
 
 from smg_sdk import Plan, Subject
+from smg_sdk.atomic import atomic_folder
 from smg_sdk.errors import RequestError
 from smg_sdk.plans import as_layout, check_layout_subjects
 from smg_sdk.training import TrainingSample
@@ -226,9 +224,7 @@ def decimate(sample: MusicSample, min_subjects: int = 2) -> list[MusicSample]:
 def save_samples(samples: Sequence[MusicSample], folder: str | Path) -> Path:
     """Write samples as ``samples.jsonl`` + PNG images; the folder is replaced atomically."""
     folder = Path(folder).resolve()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as staging:
         lines = []
         for i, s in enumerate(samples):
             refs = []
@@ -246,17 +242,6 @@ def save_samples(samples: Sequence[MusicSample], folder: str | Path) -> Path:
                 "extras": {k: v for k, v in s.extras.items() if _jsonable(v)},
             }))
         (staging / "samples.jsonl").write_text("\n".join(lines) + "\n")
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(folder, old)
-            os.replace(staging, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return folder
 
 

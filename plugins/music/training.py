@@ -18,10 +18,7 @@ changed. Checkpoints (``checkpoint-<step>/``) are atomic and a run resumes exact
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from smg_sdk import Request
+from smg_sdk.atomic import atomic_folder
 from smg_sdk.errors import ModelLoadError, SMGError
 from smg_sdk.training import TrainResult
 from smg_sdk.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -100,19 +98,11 @@ def save_planner_adapter(mllm: Any, folder: str | Path) -> Path:
     name, config = info
     state = get_peft_model_state_dict(mllm.model, adapter_name=name)
     folder = Path(folder).resolve()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as staging:
         save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(staging / ADAPTER_FILES[1]))
         raw = config.to_dict()
         raw = {k: (sorted(v) if isinstance(v, set) else v) for k, v in raw.items()}
         (staging / ADAPTER_FILES[0]).write_text(json.dumps(raw, indent=2, sort_keys=True, default=str))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return folder
 
 

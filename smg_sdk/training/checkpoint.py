@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..atomic import atomic_folder
 from ..errors import ModelLoadError
 
 PATTERN = re.compile(r"checkpoint-(\d+)$")
@@ -25,21 +23,13 @@ PATTERN = re.compile(r"checkpoint-(\d+)$")
 
 def save_checkpoint(root: Path, step: int, tensors: dict[str, torch.Tensor], optimizer_state: dict[str, Any],
                     meta: dict[str, Any]) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"checkpoint-{step}"
-    staging = Path(tempfile.mkdtemp(prefix=f".checkpoint-{step}.", dir=root))
-    try:
+    with atomic_folder(final) as staging:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(staging / "trainable.safetensors"))
         buffer = io.BytesIO()
         torch.save(optimizer_state, buffer)  # read back with weights_only=True: tensors and plain values only
         (staging / "optimizer.pt").write_bytes(buffer.getvalue())
         (staging / "state.json").write_text(json.dumps({"step": step, **meta}, indent=2, sort_keys=True))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return final
 
 
