@@ -214,7 +214,7 @@ def _load_model(source: str, dtype: torch.dtype | None, trust_remote_code: bool,
             raise ModelLoadError(
                 f"{source} holds a {model_type or 'unknown'!r} model, not an image-text model transformers can "
                 f"load ({str(exc).splitlines()[0]}). Pass a Qwen2.5-VL-class folder"
-                + ("" if trust_remote_code else ", or trust_remote_code=True if the model ships its own code")
+                + ("" if trust_remote_code else ", or pass trust_remote_code as True if you trust the model's own code")
                 + "."
             ) from exc
     except (OSError, RuntimeError, KeyError, ImportError) as exc:
