@@ -24,7 +24,7 @@ def flux_backend(path: str | None = None, *, manifest: dict | None = None, folde
     return FluxBackend.from_pretrained(path, **options)
 
 
-def tiny_preset(reference_mode: str = "concat", position: str = "kontext", **_: Any) -> "SubjectPipeline":
+def tiny_preset(reference_mode: str = "concat", position: str = "kontext") -> "SubjectPipeline":
     """The embedded tiny FLUX: text + VAE references, runs in seconds on a CPU."""
     from .backends.flux import FluxBackend
     from .encoders import FluxTextEncoder, VAEReferenceEncoder

@@ -91,6 +91,22 @@ def _parse_subject(spec: str):
     return Subject(image, word.strip() or None)
 
 
+def _preset_options(pairs: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` pairs; values are read as JSON when they parse (numbers, true, null...), else text."""
+    from .errors import RequestError
+
+    options: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise RequestError(f"--option {pair!r} is not KEY=VALUE (e.g. --option reference_mode=cached).")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options
+
+
 def _load_pipeline(args: argparse.Namespace):
     """The pipeline to run, with the components named on the command line.
 
@@ -98,10 +114,15 @@ def _load_pipeline(args: argparse.Namespace):
     (``planner.suggested_rules``) and a verifier to rank its candidates
     (``planner.suggested_verifier``); the command adds those the pipeline lacks, and says so.
     """
+    from .errors import RequestError
     from .interfaces import component_name
     from .pipeline import SubjectPipeline, build_component
 
-    pipe = SubjectPipeline.from_pretrained(args.pipeline) if args.pipeline else SubjectPipeline.from_preset(args.preset)
+    options = _preset_options(getattr(args, "option", None) or [])
+    if args.pipeline and options:
+        raise RequestError("--option sets preset options; a saved --pipeline has its options already.")
+    pipe = (SubjectPipeline.from_pretrained(args.pipeline) if args.pipeline
+            else SubjectPipeline.from_preset(args.preset, **options))
     if getattr(args, "planner", None):
         pipe.planner = build_component("planner", args.planner)
     if getattr(args, "verifier", None):
@@ -242,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--preset", default="tiny", help="registered preset to run (default: tiny)")
     source.add_argument("--pipeline", help="folder written by SubjectPipeline.save_pretrained")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a preset option, e.g. reference_mode=cached (repeatable)")
     p.add_argument("--prompt", required=True, help="instruction; <1>, <2>... name the subjects in order")
     p.add_argument("--subject", action="append", default=[], metavar="IMAGE[:CLASS]",
                    help="a subject image, optionally with its class word (repeatable)")

@@ -71,3 +71,14 @@ def test_plugins_lists_builtin():
     infos = {p["name"]: p for p in json.loads(proc.stdout)}
     builtin = infos["smg_sdk.builtin"]
     assert "flux-text" in builtin["components"]["encoder"] and "tiny" in builtin["components"]["preset"]
+
+
+def test_preset_options_reach_the_preset(tmp_path):
+    make_image(0).save(tmp_path / "dog.png")
+    ok = smg("generate", "--prompt", "<1> on grass", "--subject", str(tmp_path / "dog.png"), "--option",
+             "reference_mode=cached", "--option", "position=uno", "--steps", "1", "--out", str(tmp_path / "o.png"),
+             "--quiet")
+    assert ok.returncode == 0, ok.stderr
+    typo = smg("generate", "--prompt", "a cat", "--option", "referense_mode=cached", "--out", str(tmp_path / "t.png"))
+    assert typo.returncode == 2 and "Traceback" not in typo.stderr
+    assert "referense_mode" in typo.stderr and len(typo.stderr.strip().splitlines()) == 1

@@ -348,3 +348,20 @@ def test_cli_smg_error_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pyte
     err = capsys.readouterr().err
     assert err == "smg: error: no preset named 'x'. Run `smg plugins`.\n"
     assert isinstance(RegistryError("x"), SMGError)
+
+
+def test_build_names_a_misspelt_option():
+    from smg_sdk.errors import RegistryError
+    from smg_sdk.plugins.registry import Registry
+
+    class Rule:
+        def __init__(self, fraction: float = 0.5, soft: bool = False):
+            self.fraction, self.soft = fraction, soft
+
+    registry = Registry()
+    registry.add_rule("r", Rule)
+    assert registry.build("rule", "r", fraction=0.25).fraction == 0.25
+    with pytest.raises(RegistryError, match="no option 'fracton'; its options are: fraction, soft"):
+        registry.build("rule", "r", fracton=0.25)
+    registry.add_rule("loose", lambda **anything: Rule())  # a factory taking **kwargs decides for itself
+    assert isinstance(registry.build("rule", "loose", whatever=1), Rule)

@@ -178,6 +178,23 @@ class Registry:
 
     # -- building -----------------------------------------------------------------------
 
+    def _check_options(self, kind: str, name: str, factory: Factory, config: dict[str, Any]) -> None:
+        """A misspelt option is a clear error naming the options the factory takes, not a TypeError."""
+        import inspect
+
+        try:
+            params = inspect.signature(factory).parameters.values()
+        except (TypeError, ValueError):  # builtins without a signature: let the call decide
+            return
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return
+        accepted = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        unknown = sorted(set(config) - set(accepted))
+        if unknown:
+            raise RegistryError(
+                f"{kind} {name!r} has no option {unknown[0]!r}; its options are: {', '.join(accepted) or '(none)'}."
+            )
+
     def build(self, kind: str, name: str, **config: Any) -> Any:
         """Call the factory with ``config`` and record ``smg_name``/``smg_config`` on the result.
 
@@ -185,6 +202,7 @@ class Registry:
         same component can be rebuilt later with ``build(kind, smg_name, **smg_config)``.
         """
         factory = self.get(kind, name)
+        self._check_options(kind, name, factory, config)
         component = factory(**config)
         try:
             setattr(component, "smg_name", name)
