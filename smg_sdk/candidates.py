@@ -1,13 +1,11 @@
 """Test-time scaling in the pipeline: N plans -> N candidates, encoded once, sampled in batches.
 
 **Sharing encodings.** A plan changes what the encoders see only through its prompt rewrite
-(:attr:`~smg_sdk.types.Plan.prompt`); encoders never see the plan itself. So each encoder runs
-once, on the first of the distinct prompts, through a request that notes whether the encoder
-read the prompt. An encoder that did not (VAE references, image encoders...) is not run again:
-its streams are shared by every candidate and by the negative prompt. An encoder that did read
-it runs once per distinct prompt. No declaration is needed from encoders, and the check is
-conservative: anything that reads the prompt, copies the request or looks at its ``__dict__``
-counts as reading it.
+(:attr:`~smg_sdk.types.Plan.prompt`); encoders never see the plan itself. An encoder whose
+output does not depend on the prompt says so with ``reads_prompt = False`` (VAE references,
+image encoders); it runs once and its streams are shared by every candidate and by the
+negative prompt. Every other encoder runs once per distinct prompt. The default is
+``reads_prompt = True``, so an encoder that says nothing is never wrongly shared.
 
 **Batching.** Consecutive candidates whose condition sets have the same structure (stream
 names and order, sides, modes, subjects, adapters, token shapes, position ids) and the same
@@ -21,7 +19,6 @@ moved to ``stream.meta["rows"]``: one dict per batch row.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -37,31 +34,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 PLAN_KEYS = ("plan", "plans")
 """Request-level meta keys that may differ between candidates batched together."""
-
-_PROMPT_READS = frozenset(
-    {"prompt", "text_prompt", "negative_prompt", "__dict__", "__getstate__", "__reduce__", "__reduce_ex__"}
-)
-
-
-class _WatchedRequest(Request):
-    """A :class:`Request` that records whether anyone read its prompt (or copied it whole)."""
-
-    def __getattribute__(self, name: str) -> Any:
-        if name in _PROMPT_READS:
-            try:
-                object.__getattribute__(self, "_smg_prompt_read")[0] = True
-            except AttributeError:  # still inside __init__
-                pass
-        return object.__getattribute__(self, name)
-
-
-def _watched(request: Request) -> tuple[Request, list[bool]]:
-    values = {f.name: getattr(request, f.name) for f in dataclasses.fields(Request)}
-    watched = _WatchedRequest(**values)
-    flag = [False]
-    object.__setattr__(watched, "_smg_prompt_read", flag)
-    return watched, flag
-
 
 def encode_shared(
     encoders: Sequence["ConditionEncoder"], backend: Any, requests: Sequence[Request]
@@ -80,12 +52,11 @@ def encode_shared(
     calls: dict[str, int] = {}
     for i, encoder in enumerate(encoders):
         key = f"{i}:{type(encoder).__name__}"
-        watched, read = _watched(by_prompt[prompts[0]])
-        first = encoder.encode(watched, backend)
+        first = encoder.encode(by_prompt[prompts[0]], backend)
         calls[key] = 1
         outputs[prompts[0]].append(first)
         for prompt in prompts[1:]:
-            if read[0]:
+            if getattr(encoder, "reads_prompt", True):
                 outputs[prompt].append(encoder.encode(by_prompt[prompt], backend))
                 calls[key] += 1
             else:

@@ -92,6 +92,8 @@ class VAEReferenceEncoder(ConditionEncoder):
     resolution (square side, default: the target's size).
     """
 
+    reads_prompt = False  # references depend only on the subject images
+
     def __init__(
         self,
         mode: str = "concat",

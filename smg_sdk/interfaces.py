@@ -21,7 +21,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class ConditionEncoder(ABC):
-    """Turns a request into condition streams (text encoder, MLLM, VAE references...)."""
+    """Turns a request into condition streams (text encoder, MLLM, VAE references...).
+
+    ``reads_prompt``: set it to False on an encoder whose output depends only on the
+    subjects (VAE references, image encoders), so the pipeline encodes once and shares the
+    result across candidates with different prompt rewrites and the negative prompt.
+    """
+
+    reads_prompt: bool = True
 
     @abstractmethod
     def encode(self, request: "Request", backend: "Backend") -> "ConditionSet":

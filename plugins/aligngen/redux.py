@@ -52,6 +52,8 @@ class ReduxEncoder(ConditionEncoder):
     ones. ``side`` is ``"raw"`` (for the DEM) or ``"text"`` (plain FLUX Redux).
     """
 
+    reads_prompt = False  # Redux tokens depend only on the subject images
+
     def __init__(
         self,
         siglip_path: str | None = None,
