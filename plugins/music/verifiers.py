@@ -14,13 +14,14 @@ such as the SubjectWorld oracle, which knows exactly what each image should cont
 from __future__ import annotations
 
 import importlib
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Protocol, Sequence, runtime_checkable
 
 import torch
 from PIL import Image
 
 from smg_sdk import Plan, Request, Verifier
-from smg_sdk.errors import ModelLoadError, SMGError
+from smg_sdk.errors import SMGError
+from smg_sdk.eval.clip import ClipEmbedder
 
 
 class ClipTextVerifier(Verifier):
@@ -40,64 +41,27 @@ class ClipTextVerifier(Verifier):
         batch_size: int = 16,
         local_files_only: bool = True,
     ):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise SMGError(f"clip-text batch_size must be a positive integer, got {batch_size!r}.")
         self.model_path, self.device, self.torch_dtype = model_path, device, torch_dtype
         self.use_plan_prompt, self.batch_size = bool(use_plan_prompt), batch_size
         self.local_files_only = local_files_only
-        self._model = self._processor = None
+        self.clip = ClipEmbedder(model_path, device, torch_dtype, batch_size, local_files_only)
 
     @property
     def source(self) -> str:
         """Where the CLIP weights come from (a path)."""
-        if self.model_path is not None:
-            return str(self.model_path)
-        from smg_sdk.presets.tiny import tiny_clip_path
-
-        return str(tiny_clip_path())
+        return self.clip.source
 
     def load(self) -> None:
         """Load CLIP now (it is otherwise loaded on the first :meth:`score`)."""
-        if self._model is not None:
-            return
-        from transformers import CLIPModel, CLIPProcessor
+        self.clip.load()
 
-        kwargs: dict[str, Any] = {"local_files_only": self.local_files_only, "use_safetensors": True}
-        if self.torch_dtype is not None:
-            kwargs["dtype"] = getattr(torch, str(self.torch_dtype).removeprefix("torch."))
-        try:
-            model = CLIPModel.from_pretrained(self.source, **kwargs)
-            processor = CLIPProcessor.from_pretrained(self.source, local_files_only=self.local_files_only)
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(
-                f"clip-text could not load a CLIP model from {self.source!r} ({exc}); pass model_path= a local "
-                "folder with a CLIPModel (safetensors) and its CLIPProcessor files."
-            ) from exc
-        if self.device is not None:
-            model = model.to(self.device)
-        self._model, self._processor = model.eval(), processor
-
-    @torch.no_grad()
     def embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Unit-norm CLIP image embeddings ``(N, D)``."""
-        self.load()
-        device = next(self._model.parameters()).device
-        out = []
-        for i in range(0, len(images), self.batch_size):
-            chunk = [im.convert("RGB") for im in images[i : i + self.batch_size]]
-            pixels = self._processor(images=chunk, return_tensors="pt")["pixel_values"].to(device, self._model.dtype)
-            out.append(_features(self._model.get_image_features(pixel_values=pixels)))
-        return torch.nn.functional.normalize(torch.cat(out).float(), dim=-1)
+        return self.clip.embed_images(images)
 
-    @torch.no_grad()
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Unit-norm CLIP text embeddings ``(N, D)`` (texts truncated to CLIP's length)."""
-        self.load()
-        device = next(self._model.parameters()).device
-        limit = int(self._model.config.text_config.max_position_embeddings)
-        tokens = self._processor(text=list(texts), return_tensors="pt", padding=True, truncation=True, max_length=limit)
-        tokens = {k: v.to(device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
-        return torch.nn.functional.normalize(_features(self._model.get_text_features(**tokens)).float(), dim=-1)
+        return self.clip.embed_texts(texts)
 
     def score(self, images: list[Image.Image], request: Request, plans: list[Plan] | None = None) -> list[float]:
         if not images:
@@ -113,17 +77,6 @@ class ClipTextVerifier(Verifier):
         text_emb = self.embed_texts(unique)
         rows = torch.tensor([unique.index(t) for t in texts])
         return (image_emb * text_emb[rows]).sum(-1).tolist()
-
-
-def _features(output: Any) -> torch.Tensor:
-    """transformers 5 may return a model output object where 4.x returned the tensor."""
-    if isinstance(output, torch.Tensor):
-        return output
-    for name in ("image_embeds", "text_embeds", "pooler_output"):
-        value = getattr(output, name, None)
-        if isinstance(value, torch.Tensor):
-            return value
-    raise SMGError(f"CLIP returned {type(output).__name__}, which holds no embedding tensor.")
 
 
 @runtime_checkable

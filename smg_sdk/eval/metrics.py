@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from ..errors import ModelLoadError
+from .clip import ClipEmbedder
 
 
 @dataclass
@@ -33,41 +34,32 @@ class SubjectMetrics:
     """DINO / CLIP-I / CLIP-T from local model folders (loaded once, on first use)."""
 
     def __init__(self, clip_path: str | Path | None = None, dino_path: str | Path | None = None):
-        from ..presets.tiny import tiny_clip_path, tiny_dino_path
+        from ..presets.tiny import tiny_dino_path
 
-        self.clip_path = Path(clip_path) if clip_path else tiny_clip_path()
+        self.clip = ClipEmbedder(clip_path)
         self.dino_path = Path(dino_path) if dino_path else tiny_dino_path()
-        self._clip = self._dino = None
+        self._dino = None
 
-    def _load(self):
-        if self._clip is None:
-            from transformers import AutoImageProcessor, AutoModel, CLIPModel, CLIPProcessor
+    def _load_dino(self):
+        if self._dino is None:
+            from transformers import AutoImageProcessor, AutoModel
 
             try:
-                self._clip = (CLIPModel.from_pretrained(self.clip_path, local_files_only=True, use_safetensors=True).eval(),
-                              CLIPProcessor.from_pretrained(self.clip_path, local_files_only=True))
                 self._dino = (AutoModel.from_pretrained(self.dino_path, local_files_only=True, use_safetensors=True).eval(),
                               AutoImageProcessor.from_pretrained(self.dino_path, local_files_only=True))
             except (OSError, ValueError) as exc:
-                raise ModelLoadError(f"Could not load the metric models ({exc}); pass local folders.") from exc
-        return self._clip, self._dino
+                raise ModelLoadError(f"Could not load a DINO model from {self.dino_path} ({exc}); pass a local folder.") from exc
+        return self._dino
 
-    @torch.no_grad()
     def clip_image_embeddings(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        (model, processor), _ = self._load()
-        pixels = processor(images=[im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
-        return torch.nn.functional.normalize(_tensor(model.get_image_features(pixel_values=pixels)), dim=-1)
+        return self.clip.embed_images(images)
 
-    @torch.no_grad()
     def clip_text_embeddings(self, texts: Sequence[str]) -> torch.Tensor:
-        (model, processor), _ = self._load()
-        tokens = processor(text=list(texts), return_tensors="pt", padding=True, truncation=True)
-        features = model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
-        return torch.nn.functional.normalize(_tensor(features), dim=-1)
+        return self.clip.embed_texts(texts)
 
     @torch.no_grad()
     def dino_embeddings(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        _, (model, processor) = self._load()
+        model, processor = self._load_dino()
         pixels = processor(images=[im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
         cls = model(pixel_values=pixels).last_hidden_state[:, 0]
         return torch.nn.functional.normalize(cls, dim=-1)
@@ -80,13 +72,3 @@ class SubjectMetrics:
         clip_t = (self.clip_image_embeddings([image]) @ self.clip_text_embeddings([prompt]).T).mean()
         return Scores(float(dino), float(clip_i), float(clip_t))
 
-
-def _tensor(features) -> torch.Tensor:
-    """transformers 5 may return a model output instead of a tensor from get_*_features."""
-    if isinstance(features, torch.Tensor):
-        return features
-    for name in ("pooler_output", "image_embeds", "text_embeds"):
-        value = getattr(features, name, None)
-        if isinstance(value, torch.Tensor):
-            return value
-    raise TypeError(f"Unexpected CLIP feature output {type(features).__name__}")
