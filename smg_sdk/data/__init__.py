@@ -1,0 +1,1 @@
+"""Data: the SubjectWorld procedural world (``smg_sdk.data.subjectworld``)."""
