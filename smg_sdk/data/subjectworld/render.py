@@ -79,7 +79,8 @@ def pattern_mask(pattern: str, size: int, rotation: float) -> np.ndarray:
     if pattern == "plain":
         out = np.zeros((size, size), bool)
     elif pattern == "stripes":
-        out = np.floor(v / (size / 6.0)).astype(int) % 2 == 1
+        period = size / 3.0
+        out = (v + period / 2) % period < period / 3.0
     elif pattern == "checks":
         cell = size / 4.0
         out = (np.floor(u / cell).astype(int) + np.floor(v / cell).astype(int)) % 2 == 0

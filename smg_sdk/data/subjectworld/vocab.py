@@ -21,20 +21,23 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "pink": (250, 120, 200),
     "white": (252, 252, 252),
     "black": (15, 15, 15),
+    "brown": (120, 70, 20),
 }
 """Body and pattern colours (sRGB 0..255)."""
 
 PATTERNS: tuple[str, ...] = ("plain", "stripes", "dots", "checks")
-"""Surface patterns, drawn in the shape's own frame (they turn with it)."""
+"""Surface patterns, drawn in the shape's own frame (they turn with it). Stripes cover about a
+third of the shape and dots about a quarter, so the body colour is the majority; checks are
+half and half, so a checked identity names its two colours in palette order."""
 
 BACKGROUNDS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int] | None, str]] = {
-    "sand": ((200, 182, 150), None, "flat"),
+    "sand": ((205, 185, 140), None, "flat"),
     "stone": ((140, 140, 140), None, "flat"),
-    "sage": ((140, 165, 135), None, "flat"),
-    "slate": ((95, 105, 125), None, "flat"),
-    "tiles": ((175, 165, 185), (150, 140, 160), "grid"),
-    "wood": ((170, 135, 115), (150, 115, 95), "planks"),
-    "linen": ((190, 190, 170), (172, 172, 152), "weave"),
+    "sage": ((130, 170, 125), None, "flat"),
+    "slate": ((85, 95, 125), None, "flat"),
+    "tiles": ((180, 160, 195), (158, 138, 173), "grid"),
+    "wood": ((170, 125, 100), (148, 105, 82), "planks"),
+    "mist": ((150, 180, 195), (135, 163, 178), "weave"),
 }
 """Backgrounds: base colour, texture colour (or None) and texture kind."""
 
