@@ -79,16 +79,16 @@ def pattern_mask(pattern: str, size: int, rotation: float) -> np.ndarray:
     if pattern == "plain":
         out = np.zeros((size, size), bool)
     elif pattern == "stripes":
-        period = size / 3.0
-        out = (v + period / 2) % period < period / 3.0
+        period = size / 2.5
+        out = (v + period / 2) % period < period * 0.3
     elif pattern == "checks":
         cell = size / 4.0
         out = (np.floor(u / cell).astype(int) + np.floor(v / cell).astype(int)) % 2 == 0
     elif pattern == "dots":
-        step = size / 3.0
+        step = size / 2.4
         du = (u + step / 2) % step - step / 2
         dv = (v + step / 2) % step - step / 2
-        out = du * du + dv * dv <= (size / 10.0) ** 2
+        out = du * du + dv * dv <= (size / 9.0) ** 2
     else:
         raise ValueError(f"Unknown pattern {pattern!r}.")
     out.flags.writeable = False
@@ -104,9 +104,9 @@ def background(name: str, size: int) -> np.ndarray:
     if texture is not None:
         yy, xx = np.mgrid[0:size, 0:size]
         if kind == "grid":
-            lines = (xx % 16 < 2) | (yy % 16 < 2)
+            lines = ((xx + 8) % 16 < 2) | ((yy + 8) % 16 < 2)
         elif kind == "planks":
-            lines = (yy % 20 < 2) | ((xx + 37 * (yy // 20)) % 48 < 2)
+            lines = ((yy + 10) % 20 < 2) | ((xx + 37 * ((yy + 10) // 20)) % 48 < 2)
         elif kind == "weave":
             lines = ((xx // 4 + yy // 4) % 2 == 0) & ((xx + yy) % 4 < 2)
         else:
