@@ -88,7 +88,7 @@ def pattern_mask(pattern: str, size: int, rotation: float) -> np.ndarray:
         step = size / 2.4
         du = (u + step / 2) % step - step / 2
         dv = (v + step / 2) % step - step / 2
-        out = du * du + dv * dv <= (size / 9.0) ** 2
+        out = du * du + dv * dv <= (size / 10.0) ** 2
     else:
         raise ValueError(f"Unknown pattern {pattern!r}.")
     out.flags.writeable = False

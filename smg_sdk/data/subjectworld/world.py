@@ -168,7 +168,11 @@ class SubjectWorld:
             shapes = rng.choice(len(SHAPES), size=n, replace=n > len(SHAPES))
             ids = [draw_prior_identity(rng, SHAPES[int(s)], self.prior) for s in shapes]
         else:
-            ids = [draw_identity(rng, self.split) for _ in range(n)]
+            ids = []
+            while len(ids) < n:  # distinct subjects, so every subject of a scene can be told apart
+                identity = draw_identity(rng, self.split)
+                if identity not in ids:
+                    ids.append(identity)
         scene = sample_scene(ids, rng, self.side)
         pixels, masks = render_scene(scene)
         sample = WorldSample(index, self.split, self.kind, scene, pixels, masks)
