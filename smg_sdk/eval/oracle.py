@@ -7,8 +7,10 @@ training distribution to fall out of, and every decision has a reason that can b
 1. **Background and colour shift.** The median of the image border is the background's base
    colour plus any global colour shift; the nearest base colour names the background, and the
    difference is subtracted from the whole image.
+   An image whose border matches no background (noise, a failed generation) has no subjects.
 2. **Subjects.** Pixels far from the background's colours are foreground; holes are filled
-   separately to tell a ring from a disc; connected components above a minimum area are subjects.
+   separately to tell a ring from a disc; connected components above a minimum area whose
+   pixels are mostly the body colour or blends towards one pattern colour are subjects.
 3. **Colours.** Interior pixels are assigned to the nearest palette colour (pixels far from
    every colour, such as blends at edges, are skipped); the most frequent is the body, the
    second the pattern colour if it covers enough of the subject.
@@ -47,6 +49,8 @@ class OracleConfig:
     """Thresholds (colour distances in 0..255 RGB units; areas as shares of the image)."""
 
     foreground_distance: float = 45.0
+    background_distance: float = 50.0
+    min_purity: float = 0.5
     colour_distance: float = 80.0
     min_area: float = 0.003
     min_pattern_share: float = 0.06
@@ -120,6 +124,8 @@ class Oracle:
         """The background and the subjects of ``image`` (largest first)."""
         pixels = _as_array(image)
         background, pixels = self._background(pixels)
+        if background is None:
+            return Reading("unknown", [])
         base, texture = _BG_BASE[_BG_NAMES.index(background)], _BG_TEXTURE[_BG_NAMES.index(background)]
         distance = np.minimum(np.linalg.norm(pixels - base, axis=2), np.linalg.norm(pixels - texture, axis=2))
         foreground = ndimage.binary_opening(distance > self.config.foreground_distance)
@@ -130,7 +136,9 @@ class Oracle:
             mask = labels == index
             area = int(mask.sum())
             if area >= min_area:
-                subjects.append(self._subject(pixels, mask, region, area))
+                detection = self._subject(pixels, mask, region, area)
+                if detection is not None:
+                    subjects.append(detection)
         subjects.sort(key=lambda d: -d.area)
         return Reading(background, subjects)
 
@@ -138,17 +146,24 @@ class Oracle:
         border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
         median = np.median(border, axis=0)
         candidates = np.concatenate([_BG_BASE, _BG_TEXTURE])  # the border may show mostly texture
-        index = int(np.linalg.norm(candidates - median, axis=1).argmin())
+        distances = np.linalg.norm(candidates - median, axis=1)
+        index = int(distances.argmin())
+        if distances[index] > self.config.background_distance:
+            return None, pixels
         return _BG_NAMES[index % len(_BG_NAMES)], pixels - (median - candidates[index])
 
-    def _subject(self, pixels: np.ndarray, mask: np.ndarray, region: tuple[slice, slice], area: int) -> Detection:
+    def _subject(self, pixels: np.ndarray, mask: np.ndarray, region: tuple[slice, slice], area: int) -> Detection | None:
+        """The subject in ``mask``, or None for a blob that is not one (mostly off-palette pixels: noise)."""
         ys, xs = region
         box = (xs.start, ys.start, xs.stop, ys.stop)
-        body, colour, pattern = self._colours(pixels, mask)
+        colours = self._colours(pixels, mask)
+        if colours is None:
+            return None
+        body, colour, pattern = colours
         shape = self._shape(mask[region])
         return Detection(shape, body, pattern, colour, box, area, mask)
 
-    def _colours(self, pixels: np.ndarray, mask: np.ndarray) -> tuple[str, str | None, str]:
+    def _colours(self, pixels: np.ndarray, mask: np.ndarray) -> tuple[str, str | None, str] | None:
         inner = _interior(mask)
         values = pixels[inner]
         dist = np.linalg.norm(values[:, None, :] - _PALETTE[None], axis=2)
@@ -156,6 +171,9 @@ class Oracle:
         counts = np.bincount(nearest[close], minlength=len(_PALETTE))
         body = int(counts.argmax())
         colour, assigned = _pattern_colour(values, body, self.config.blend_residual)
+        near_body = np.linalg.norm(values - _PALETTE[body], axis=1) < self.config.colour_distance
+        if (near_body | assigned).mean() < self.config.min_purity:
+            return None
         if colour is None or assigned.sum() < self.config.min_pattern_share * len(values):
             return _PALETTE_NAMES[body], None, "plain"
         pattern_map = np.zeros(mask.shape, bool)

@@ -159,7 +159,7 @@ class SubjectWorld:
 
     def rng(self, index: int) -> np.random.Generator:
         stream = (self.split == "heldout") * 2 + (self.kind == "caption")
-        return np.random.default_rng([self.seed, stream, index])
+        return np.random.default_rng([self.seed, stream, *self.subjects, index])
 
     def __getitem__(self, index: int) -> WorldSample:
         rng = self.rng(index)
