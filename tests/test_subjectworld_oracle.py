@@ -1,0 +1,192 @@
+"""The SubjectWorld oracle reads renders back, and its metrics catch planted defects."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smg_sdk.data.subjectworld import SubjectWorld
+from smg_sdk.data.subjectworld.identities import Identity
+from smg_sdk.data.subjectworld.scenes import PlacedSubject, Scene
+from smg_sdk.data.subjectworld.vocab import COLOURS
+from smg_sdk.data.subjectworld.world import render_scene
+from smg_sdk.eval.degrade import DEGRADATIONS
+from smg_sdk.eval.oracle import Oracle
+from smg_sdk.eval.world_metrics import ATTRIBUTES, METRICS, SceneTruth, score
+
+ORACLE = Oracle()
+
+
+def attribute_accuracy(samples: int, degradation=None, seed: int = 11) -> dict[str, float]:
+    """Per-attribute accuracy on held-out targets and references (subjects matched by centre)."""
+    rng, right, total = np.random.default_rng(0), {a: 0 for a in (*ATTRIBUTES, "background")}, 0
+    for sample in SubjectWorld("heldout", seed=seed).samples(samples):
+        images = [(sample.scene, sample.target_pixels)]
+        images += [(s[0], p[0]) for s, p in zip(sample.reference_scenes, sample.reference_pixels)]
+        for scene, pixels in images:
+            reading = ORACLE.read(degradation(pixels, rng) if degradation else pixels)
+            right["background"] += (reading.background == scene.background) * len(scene.subjects)
+            for placed in scene.subjects:
+                total += 1
+                if not reading.subjects:
+                    continue
+                cx, cy = placed.centre
+                det = min(reading.subjects, key=lambda d: (d.centre[0] - cx) ** 2 + (d.centre[1] - cy) ** 2)
+                read = det.identity() or det
+                for a in ATTRIBUTES:
+                    right[a] += getattr(read, a) == getattr(placed.identity, a)
+    return {a: r / total for a, r in right.items()}
+
+
+def test_oracle_reads_clean_held_out_renders():
+    accuracy = attribute_accuracy(60)
+    assert min(accuracy.values()) >= 0.98, accuracy
+
+
+@pytest.mark.parametrize("name", ["blur", "noise", "colour_shift", "deform", "jpeg"])
+def test_oracle_reads_degraded_renders(name):
+    accuracy = attribute_accuracy(40, DEGRADATIONS[name])
+    assert min(accuracy.values()) >= 0.90, accuracy
+
+
+def test_oracle_sees_nothing_in_noise():
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        noise = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+        truth = SceneTruth.from_sample(SubjectWorld("heldout", subjects=(1,))[int(rng.integers(1000))])
+        assert score(truth, ORACLE.read(noise))["identity"] == 0.0
+
+
+def _ideal(metrics: dict[str, float]) -> bool:
+    best = {"identity": 1.0, "instruction": 1.0, "omission": 0.0, "blending": 0.0, "copy_paste": 0.0, "similarity": 1.0}
+    return metrics == best
+
+
+samples = st.tuples(st.integers(0, 10**6), st.integers(1, 4))
+
+
+@settings(max_examples=25, deadline=None)
+@given(samples)
+def test_every_metric_is_ideal_on_ground_truth(drawn):
+    index, k = drawn
+    sample = SubjectWorld("heldout", seed=7, subjects=(k,))[index]
+    assert _ideal(score(SceneTruth.from_sample(sample), ORACLE.read(sample.target_pixels)))
+
+
+def _replace(scene: Scene, k: int, **changes) -> Scene:
+    placed = scene.subjects[k]
+    identity = Identity(**{**placed.identity.__dict__, **changes.pop("identity", {})})
+    subjects = list(scene.subjects)
+    subjects[k] = PlacedSubject(identity, placed.size, placed.box, placed.rotation)
+    return Scene(scene.background, tuple(subjects), scene.relations, scene.side)
+
+
+@settings(max_examples=25, deadline=None)
+@given(samples, st.data())
+def test_a_swapped_colour_is_caught(drawn, data):
+    index, k = drawn
+    sample = SubjectWorld("heldout", seed=8, subjects=(k,))[index]
+    victim = data.draw(st.integers(0, k - 1))
+    identity = sample.identities[victim]
+    taken = {identity.body, identity.pattern_colour}
+    colour = data.draw(st.sampled_from(sorted(set(COLOURS) - taken)))
+    changes = {"body": colour}
+    if identity.pattern == "checks" and list(COLOURS).index(colour) > list(COLOURS).index(identity.pattern_colour):
+        changes = {"body": identity.pattern_colour, "pattern_colour": colour}
+    wrong = render_scene(_replace(sample.scene, victim, identity=changes))[0]
+    metrics = score(SceneTruth.from_sample(sample), ORACLE.read(wrong))
+    assert metrics["identity"] <= 1 - 1 / k + 1e-9 and metrics["similarity"] < 1.0
+
+
+@settings(max_examples=25, deadline=None)
+@given(samples, st.data())
+def test_a_missing_subject_is_caught(drawn, data):
+    index, k = drawn
+    sample = SubjectWorld("heldout", seed=9, subjects=(k,))[index]
+    victim = data.draw(st.integers(0, k - 1))
+    scene = sample.scene
+    kept = tuple(p for i, p in enumerate(scene.subjects) if i != victim)
+    pixels = render_scene(Scene(scene.background, kept, (), scene.side))[0] if kept else np.array(
+        render_scene(Scene(scene.background, scene.subjects[:1], (), scene.side))[0])
+    if not kept:  # one subject: paint the background over it
+        from smg_sdk.data.subjectworld.render import background
+
+        pixels = background(scene.background, scene.side).copy()
+    metrics = score(SceneTruth.from_sample(sample), ORACLE.read(pixels))
+    assert metrics["omission"] >= 1 / k - 1e-9 and metrics["identity"] < 1.0
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10**6))
+def test_a_pasted_reference_is_caught(index):
+    sample = SubjectWorld("heldout", seed=10, subjects=(1,))[index]
+    metrics = score(SceneTruth.from_sample(sample), ORACLE.read(sample.reference_pixels[0][0]))
+    assert metrics["copy_paste"] == 1.0 and metrics["instruction"] < 1.0
+
+
+def test_blending_is_caught():
+    world = SubjectWorld("heldout", seed=12, subjects=(2,))
+    sample = next(s for s in world.samples(50) if s.identities[0].body != s.identities[1].body
+                  and s.identities[1].body not in {s.identities[0].pattern_colour}
+                  and s.identities[0].pattern != "checks")
+    blended = render_scene(_replace(sample.scene, 0, identity={"body": sample.identities[1].body}))[0]
+    assert score(SceneTruth.from_sample(sample), ORACLE.read(blended))["blending"] == 0.5
+
+
+def test_judge_ranks_the_target_above_a_copy_paste():
+    from smg_sdk import Request
+    from smg_sdk.eval.judge import SubjectWorldJudge
+    from smg_sdk.eval.world_eval import _copy_paste_image
+
+    sample = SubjectWorld("heldout", seed=13, subjects=(2,))[0]
+    request = Request(sample.prompt, sample.subjects(), height=128, width=128)
+    good, bad = SubjectWorldJudge().judge([sample.target, _copy_paste_image(sample)], request)
+    assert sum(good.values()) == 5.0 and sum(bad.values()) < 5.0
+
+
+def test_judge_refuses_requests_from_elsewhere():
+    from smg_sdk import Request, RequestError, Subject
+    from smg_sdk.eval.judge import SubjectWorldJudge
+    from PIL import Image
+
+    request = Request("a photo of <1> on the beach", [Subject(Image.new("RGB", (64, 64)), "dog")], height=64, width=64)
+    with pytest.raises(RequestError, match="SubjectWorld"):
+        SubjectWorldJudge().judge([Image.new("RGB", (64, 64))], request)
+
+
+def _smg(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "smg_sdk.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def test_eval_command_writes_results_in_the_documented_shape(tmp_path):
+    run = _smg("eval", "subjectworld", "--preset", "ground-truth", "--subjects", "1,2", "--samples", "3",
+               "--quiet", "--out", str(tmp_path / "ev"), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "identity" in run.stdout and "1.000" in run.stdout
+    payload = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert payload["preset"] == "ground-truth" and payload["samples"] == 3 and payload["seed"] == 0
+    assert set(payload["results"]) == {"1", "2"}
+    for per_metric in payload["results"].values():
+        assert set(per_metric) == set(METRICS)
+        for value in per_metric.values():
+            assert 0.0 <= value["ci95"][0] <= value["mean"] <= value["ci95"][1] <= 1.0
+    assert (tmp_path / "ev" / "contact_sheet.png").is_file()
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--preset", "no-such-preset"], "no preset named"),
+    (["--preset", "ground-truth", "--samples", "0"], "samples"),
+    (["--preset", "ground-truth", "--subjects", "1,9"], "subjects"),
+    (["--preset", "ground-truth", "--out", "/proc/forbidden"], "--out"),
+])
+def test_eval_command_bad_input_is_one_line(tmp_path, args, says):
+    run = _smg("eval", "subjectworld", *args, "--quiet", cwd=tmp_path)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1 and lines[0].startswith("smg: error:") and says in lines[0]
