@@ -22,7 +22,7 @@ from .errors import (
     SMGError,
     WeightsMismatchError,
 )
-from .interfaces import Aggregator, AttentionRule, ConditionEncoder, DenoisingSchedule, Planner, Verifier
+from .interfaces import Aggregator, AttentionRule, ConditionEncoder, DenoisingSchedule, Planner, SceneJudge, Verifier
 from .plugins.hookspecs import hookimpl
 from .types import Plan, PipelineOutput, Request, Subject
 
@@ -44,5 +44,5 @@ __all__ = [
     "Aggregator", "AttentionRule", "AttentionRuleError", "BackendError", "ConditionEncoder", "ConditionError",
     "ConditionSet", "ConditionStream", "DenoisingSchedule", "FluxBackend", "ModelLoadError", "Plan",
     "PipelineOutput", "Planner", "PluginError", "RegistryError", "Request", "RequestError", "SMGError",
-    "ScheduleError", "Subject", "SubjectPipeline", "Verifier", "WeightsMismatchError", "hookimpl",
+    "ScheduleError", "SceneJudge", "Subject", "SubjectPipeline", "Verifier", "WeightsMismatchError", "hookimpl",
 ]

@@ -8,7 +8,7 @@ name and config on the object so a pipeline can be saved and rebuilt. Components
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
 
 import torch
 from PIL import Image
@@ -84,6 +84,21 @@ class Verifier(ABC):
     @abstractmethod
     def score(self, images: list[Image.Image], request: "Request", plans: list["Plan"] | None = None) -> list[float]:
         """One score per image."""
+
+
+@runtime_checkable
+class SceneJudge(Protocol):
+    """Rates images on named criteria, higher = better (registered with ``registry.add_judge``).
+
+    For example ``{"identity": 0.9, "instruction": 1.0, "omitted": 0.0, "layout": 0.8}``. An
+    oracle that knows every fact of the scene it asked for (SubjectWorld's) is the intended
+    implementation; the ``scene-judge`` verifier ranks candidates by a weighted sum.
+    """
+
+    def judge(
+        self, images: Sequence[Image.Image], request: "Request", plans: Sequence["Plan"] | None
+    ) -> list[dict[str, float]]:
+        ...
 
 
 def component_config(component: Any) -> dict[str, Any]:

@@ -8,13 +8,14 @@ scores a plumbing check only: pass a real CLIP for real selection.
 
 ``scene-judge`` adapts any :class:`SceneJudge` (an object that rates images on named criteria,
 such as the SubjectWorld oracle, which knows exactly what each image should contain) into a
-:class:`~smg_sdk.Verifier` that ranks by a weighted sum of those criteria.
+:class:`~smg_sdk.Verifier` that ranks by a weighted sum of those criteria. A saved pipeline
+names its judge by the name a plugin registered (``registry.add_judge``); nothing is imported
+from a name in a manifest.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Any, Sequence
 
 import torch
 from PIL import Image
@@ -22,6 +23,7 @@ from PIL import Image
 from smg_sdk import Plan, Request, Verifier
 from smg_sdk.errors import SMGError
 from smg_sdk.eval.clip import ClipEmbedder
+from smg_sdk.interfaces import SceneJudge
 
 
 class ClipTextVerifier(Verifier):
@@ -79,38 +81,20 @@ class ClipTextVerifier(Verifier):
         return (image_emb * text_emb[rows]).sum(-1).tolist()
 
 
-@runtime_checkable
-class SceneJudge(Protocol):
-    """What an oracle implements to rank candidates: named criteria per image, higher = better.
-
-    For example ``{"identity": 0.9, "instruction": 1.0, "omitted": 0.0, "layout": 0.8}``. The
-    SubjectWorld oracle, which knows every fact of the scene it asked for, is the intended
-    implementation; anything with this method works.
-    """
-
-    def judge(
-        self, images: Sequence[Image.Image], request: Request, plans: Sequence[Plan] | None
-    ) -> list[dict[str, float]]:
-        ...
-
-
 class JudgeVerifier(Verifier):
     """A :class:`SceneJudge` as a verifier (registered as ``scene-judge``): score = sum of weight x criterion.
 
-    ``judge`` is the judge object, or ``"package.module:factory"`` naming a callable that
-    builds one (so a saved pipeline can name it); ``weights`` default to 1 for every criterion.
-    The last breakdown is kept in :attr:`last_criteria` for reports.
+    ``judge`` is the judge object, or the name of a registered judge (``registry.add_judge``)
+    built with ``judge_options``, which is what a saved pipeline stores; ``weights`` default
+    to 1 for every criterion. The last breakdown is kept in :attr:`last_criteria` for reports.
     """
 
-    def __init__(self, judge: SceneJudge | str, weights: dict[str, float] | None = None):
+    def __init__(self, judge: SceneJudge | str, weights: dict[str, float] | None = None,
+                 judge_options: dict[str, Any] | None = None):
         if isinstance(judge, str):
-            module, _, attr = judge.partition(":")
-            if not module or not attr:
-                raise SMGError(f"judge must be an object or 'package.module:factory', got {judge!r}.")
-            try:
-                judge = getattr(importlib.import_module(module), attr)()
-            except (ImportError, AttributeError) as exc:
-                raise SMGError(f"Could not build the judge {judge!r}: {exc}.") from exc
+            judge = _registered_judge(judge, judge_options)
+        elif judge_options:
+            raise SMGError("judge_options apply to a judge given by name; configure a judge object yourself.")
         if not isinstance(judge, SceneJudge):
             raise SMGError(f"{type(judge).__name__} has no judge(images, request, plans) method; see SceneJudge.")
         self.judge, self.weights = judge, dict(weights or {})
@@ -122,6 +106,21 @@ class JudgeVerifier(Verifier):
             raise SMGError(f"The judge rated {len(criteria)} images but was given {len(images)}.")
         self.last_criteria = [dict(c) for c in criteria]
         return [sum(self.weights.get(name, 1.0) * float(value) for name, value in c.items()) for c in criteria]
+
+
+def _registered_judge(name: str, options: dict[str, Any] | None) -> SceneJudge:
+    """Build the judge a plugin registered as ``name`` (never an import path)."""
+    from smg_sdk.plugins import get_registry
+    from smg_sdk.plugins.registry import is_valid_name
+
+    if not is_valid_name(name):
+        raise SMGError(
+            f"judge {name[:80]!r} is not a registered judge name. Judges are registered by plugins with "
+            "registry.add_judge(name, factory) and named here (see `smg plugins`); import paths are not accepted."
+        )
+    if options is not None and not isinstance(options, dict):
+        raise SMGError(f"judge_options must be a dict of the judge's options, not {type(options).__name__}.")
+    return get_registry().build("judge", name, **(options or {}))
 
 
 __all__ = ["ClipTextVerifier", "JudgeVerifier", "SceneJudge"]

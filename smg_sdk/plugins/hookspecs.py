@@ -39,7 +39,7 @@ def smg_register(registry: "Registry") -> None:
             registry.add_rule("my-rule", make_rule)
 
     Kinds: ``encoder``, ``aggregator``, ``rule``, ``schedule``, ``planner``, ``verifier``,
-    ``backend`` and ``preset``. A factory is any callable; it is called with the
+    ``judge``, ``backend`` and ``preset``. A factory is any callable; it is called with the
     component's config as keyword arguments when a pipeline is built, so register classes
     or cheap functions and do heavy work (loading weights) inside the factory, not here.
 

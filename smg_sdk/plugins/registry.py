@@ -14,7 +14,9 @@ from typing import Any, Callable, Iterator
 
 from ..errors import PluginError, RegistryError
 
-KINDS: tuple[str, ...] = ("encoder", "aggregator", "rule", "schedule", "planner", "verifier", "backend", "preset")
+KINDS: tuple[str, ...] = (
+    "encoder", "aggregator", "rule", "schedule", "planner", "verifier", "judge", "backend", "preset",
+)
 """Every component kind, in the order ``smg plugins`` shows them."""
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]*")
@@ -109,6 +111,14 @@ class Registry:
         """Register a verifier; ``factory(**config)`` returns a
         :class:`smg_sdk.interfaces.Verifier`."""
         self._add("verifier", name, factory)
+
+    def add_judge(self, name: str, factory: Factory) -> None:
+        """Register a scene judge; ``factory(**options)`` returns a :class:`smg_sdk.interfaces.SceneJudge`.
+
+        Verifiers such as ``scene-judge`` refer to judges by these names, so a saved pipeline
+        names its judge and never a module to import.
+        """
+        self._add("judge", name, factory)
 
     def add_backend(self, name: str, factory: Factory) -> None:
         """Register a diffusion backend; ``factory(**config)`` returns a backend object
