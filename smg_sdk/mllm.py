@@ -29,7 +29,7 @@ import json
 import re
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -299,10 +299,22 @@ def image_only_processor_class(processor_cls: type) -> type:
 # --- the model --------------------------------------------------------------------------
 
 
+def _locked(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``method`` holding the MLLM's lock (its tokenizer and the forked RNG are shared state)."""
+
+    @functools.wraps(method)
+    def wrapper(self: "MLLM", *args: Any, **kwargs: Any) -> Any:
+        with self.lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class MLLM:
     """A loaded MLLM and its processor: chat inputs, per-layer hidden states, generated text.
 
-    Stateless between calls, so one instance can serve several components at once.
+    Stateless between calls, so one instance can serve several components at once; calls
+    from several threads take turns (:attr:`lock`).
     """
 
     def __init__(self, model: torch.nn.Module, processor: Any, config: MLLMLoadConfig | None = None) -> None:
@@ -313,6 +325,7 @@ class MLLM:
         self.num_layers: int = int(text_config.num_hidden_layers)
         self.hidden_size: int = int(text_config.hidden_size)
         self.image_token_id: int = self._find_image_token_id()
+        self.lock = threading.RLock()
 
     def __repr__(self) -> str:
         return (
@@ -353,6 +366,7 @@ class MLLM:
 
     # -- inputs --------------------------------------------------------------------------
 
+    @_locked
     def build_inputs(
         self,
         instruction: str,
@@ -452,6 +466,7 @@ class MLLM:
 
     # -- forward -------------------------------------------------------------------------
 
+    @_locked
     def hidden_states(
         self, inputs: ChatInputs, layers: Sequence[int] | None = None, *, grad: bool = False
     ) -> torch.Tensor:
@@ -488,6 +503,7 @@ class MLLM:
         base = getattr(self.model, "base_model", None)
         return base if isinstance(base, torch.nn.Module) and base is not self.model else self.model
 
+    @_locked
     def generate(
         self,
         inputs: ChatInputs,

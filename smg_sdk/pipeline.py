@@ -7,9 +7,11 @@ The call signature follows diffusers (``generator``, ``num_inference_steps``,
 from __future__ import annotations
 
 import dataclasses
+import functools
+import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import torch
 from PIL import Image
@@ -25,6 +27,19 @@ from .types import Plan, PipelineOutput, Request, Subject
 
 ComponentSpec = Any
 """A component object, a registered name, ``(name, config)`` or ``{"name": ..., **config}``."""
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def serialised(method: _Method) -> _Method:
+    """Run ``method`` holding ``self.lock``: concurrent calls on one pipeline (or backend) take turns."""
+
+    @functools.wraps(method)
+    def wrapper(self: "SubjectPipeline", *args: Any, **kwargs: Any) -> Any:
+        with self.lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def build_component(kind: str, spec: ComponentSpec) -> Any:
@@ -69,10 +84,22 @@ class SubjectPipeline:
         self.verifier = verifier
         self.defaults: dict[str, Any] = dict(defaults or {})
         self._progress = True
+        self._own_lock = threading.RLock()
         self.last_encoder_calls: dict[str, int] = {}
         """Calls per encoder in the last generation (``"<i>:<class>"`` -> count), for logs and tests."""
         self.last_candidate_batches: list[list[int]] = []
         """Candidate indices of each sampler call in the last generation."""
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The lock every generation, encoding and training step holds (see ``docs/security.md``).
+
+        It is the backend's lock when the backend has one, so pipelines sharing a backend (whose
+        tokenizers and active adapters are shared state) also take turns; concurrent calls are
+        serialised, never interleaved.
+        """
+        lock = getattr(self.backend, "lock", None)
+        return lock if lock is not None else self._own_lock
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -127,6 +154,7 @@ class SubjectPipeline:
         values.setdefault("size_multiple", getattr(self.backend, "size_multiple", 16))
         return Request(prompt=prompt, subjects=subjects, **values)
 
+    @serialised
     def encode(self, request: Request, plan: Plan | None = None) -> ConditionSet:
         """Run every encoder, then every aggregator, for one request (batch 1)."""
         if plan is not None and plan.prompt:
@@ -139,6 +167,7 @@ class SubjectPipeline:
         return conditions
 
     @torch.no_grad()  # as diffusers pipelines: learnable encoders/aggregators must not build graphs here
+    @serialised
     def __call__(
         self,
         prompt: str,
@@ -272,6 +301,7 @@ class SubjectPipeline:
             ranking=ranking,
         )
 
+    @serialised
     def encode_candidates(
         self, request: Request, plans: Sequence[Plan | None]
     ) -> tuple[list[ConditionSet], list[ConditionSet] | None]:

@@ -9,6 +9,7 @@ with ``set_attn_processor``) and peft adapters.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -82,6 +83,9 @@ class FluxBackend:
         self.stream_adapters: set[str] = set()
         """Adapters that act only on the stream that names them."""
         self._diffusers_view = None
+        self.lock = threading.RLock()
+        """Held by a pipeline for a whole generation, encoding or training step: the tokenizers and
+        the transformer's active adapters are shared state, so calls on one backend run one at a time."""
         install_stream_processors(self.transformer)
 
     # ------------------------------------------------------------------ construction
