@@ -38,15 +38,23 @@ JOBS = [
 ]
 
 
+def _is_demo_gallery(folder: Path) -> bool:
+    """A gallery an earlier smg demo wrote (before galleries carried an output marker)."""
+    names = {p.name for p in folder.iterdir()}
+    return {"index.json", "gallery.png"} <= names and all(n.endswith((".png", ".json")) for n in names)
+
+
 def run_demo(out: str | Path = "smg-demo", steps: int | None = None, seed: int = 0, progress: bool = True) -> Path:
     """Generate every job in :data:`JOBS` with the tiny preset; returns the gallery folder.
 
-    The folder is written beside its destination and renamed into place when complete.
+    The folder is written beside its destination and swapped into place when complete. An
+    existing ``out`` is replaced only if it is an earlier demo gallery; anything else (a
+    folder with other files, a file, the current or home folder) is refused with an SMGError.
     """
     from .pipeline import SubjectPipeline
 
-    out = Path(out).resolve()
-    with atomic_folder(out) as staging:
+    out = Path(out).expanduser().resolve()
+    with atomic_folder(out, kind="demo", recognise=_is_demo_gallery) as staging:
         pipes = {mode: SubjectPipeline.from_preset("tiny", reference_mode=mode) for mode in ("concat", "cached")}
         subjects = [synthetic_subject(i) for i in range(3)]
         for i, subject in enumerate(subjects):

@@ -224,7 +224,7 @@ def decimate(sample: MusicSample, min_subjects: int = 2) -> list[MusicSample]:
 def save_samples(samples: Sequence[MusicSample], folder: str | Path) -> Path:
     """Write samples as ``samples.jsonl`` + PNG images; the folder is replaced atomically."""
     folder = Path(folder).resolve()
-    with atomic_folder(folder) as staging:
+    with atomic_folder(folder, kind="music samples", recognise=lambda f: (f / "samples.jsonl").is_file()) as staging:
         lines = []
         for i, s in enumerate(samples):
             refs = []
