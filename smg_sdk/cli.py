@@ -121,7 +121,10 @@ def _load_pipeline(args: argparse.Namespace):
     options = _preset_options(getattr(args, "option", None) or [])
     if args.pipeline and options:
         raise RequestError("--option sets preset options; a saved --pipeline has its options already.")
-    pipe = (SubjectPipeline.from_pretrained(args.pipeline) if args.pipeline
+    allow_external = getattr(args, "allow_external", None) or []
+    if allow_external and not args.pipeline:
+        raise RequestError("--allow-external applies to a saved --pipeline folder.")
+    pipe = (SubjectPipeline.from_pretrained(args.pipeline, allow_external=allow_external) if args.pipeline
             else SubjectPipeline.from_preset(args.preset, **options))
     if getattr(args, "planner", None):
         pipe.planner = build_component("planner", args.planner)
@@ -263,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--preset", default="tiny", help="registered preset to run (default: tiny)")
     source.add_argument("--pipeline", help="folder written by SubjectPipeline.save_pretrained")
+    p.add_argument("--allow-external", action="append", default=[], metavar="PATH",
+                   help="a location outside the --pipeline folder it may load from, e.g. its base model (repeatable)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a preset option, e.g. reference_mode=cached (repeatable)")
     p.add_argument("--prompt", required=True, help="instruction; <1>, <2>... name the subjects in order")

@@ -201,7 +201,8 @@ def _load_model(source: str, dtype: torch.dtype | None, trust_remote_code: bool,
     transformers), ``Qwen2_5_VLForConditionalGeneration``."""
     from transformers import AutoModelForImageTextToText, PretrainedConfig, Qwen2_5_VLForConditionalGeneration
 
-    kwargs: dict[str, Any] = {"local_files_only": local_files_only, "trust_remote_code": trust_remote_code}
+    kwargs: dict[str, Any] = {"local_files_only": local_files_only, "trust_remote_code": trust_remote_code,
+                              "use_safetensors": True}  # never unpickle a folder's weights
     if dtype is not None:
         kwargs[_dtype_kwarg()] = dtype
     hint = "" if Path(source).is_dir() else " (not a local folder; is it in the Hugging Face cache?)"

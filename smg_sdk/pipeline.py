@@ -138,9 +138,24 @@ class SubjectPipeline:
         return save_pipeline(self, Path(folder))
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, **backend_options: Any) -> "SubjectPipeline":
-        """Rebuild a pipeline saved with :meth:`save_pretrained`."""
-        return load_pipeline(cls, Path(folder), **backend_options)
+    def from_pretrained(
+        cls,
+        folder: str | Path,
+        *,
+        trust_remote_code: bool = False,
+        allow_external: Sequence[str | Path] = (),
+        **backend_options: Any,
+    ) -> "SubjectPipeline":
+        """Rebuild a pipeline saved with :meth:`save_pretrained`; the folder is untrusted input.
+
+        The manifest is schema-checked and every file checksummed before anything loads.
+        ``trust_remote_code=True`` (yours to pass; a folder can never set it) lets components
+        that take that option run a model's own code. ``allow_external`` lists locations
+        outside the folder the manifest may point at (a base model saved by reference, an MLLM
+        folder); anything else outside is refused. See ``docs/security.md``.
+        """
+        return load_pipeline(cls, Path(folder), trust_remote_code=trust_remote_code,
+                             allow_external=allow_external, **backend_options)
 
     def set_progress_bar_config(self, disable: bool = False) -> None:
         self._progress = not disable

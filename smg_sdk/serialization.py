@@ -2,48 +2,65 @@
 
 Layout of a saved folder::
 
-    smg_pipeline.json          components by registered name + config, tensor shapes
+    smg_pipeline.json          components by registered name + config, tensor shapes, file sha256s
     backend/                   the backend's own files (base model and LoRA adapters)
     components/<kind>_<i>.safetensors   state dicts of components that are nn.Modules
 
-The folder is written beside its destination and renamed into place, so an interrupted save
-never leaves a half-written pipeline. Loading checks every tensor against the manifest.
+The folder is written beside its destination and swapped into place, so an interrupted save
+never leaves a half-written pipeline. Loading treats the folder as untrusted input (see
+:mod:`smg_sdk.manifest` and ``docs/security.md``): the manifest is schema-checked, every file
+is checksummed, no path leaves the folder without the caller's consent, nothing is imported
+by name and remote code runs only if the caller passes ``trust_remote_code=True``.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from .atomic import atomic_folder
+from .atomic import atomic_folder, recover_folder
 from .errors import ModelLoadError, SMGError, WeightsMismatchError
 from .interfaces import component_config, component_name
+from .manifest import (
+    FORMAT_VERSION,
+    LIST_KINDS,
+    MANIFEST,
+    REMOTE_CODE_KEY,
+    ManifestError,
+    SINGLE_KINDS,
+    accepts_option,
+    check_external,
+    file_hashes,
+    inside,
+    read_manifest,
+    validate_manifest,
+    verify_files,
+)
 from .plugins.manager import get_registry
 
 if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import SubjectPipeline
 
-MANIFEST = "smg_pipeline.json"
-FORMAT_VERSION = 1
-LIST_KINDS = {"encoders": "encoder", "aggregators": "aggregator", "rules": "rule"}
-SINGLE_KINDS = {"schedule": "schedule", "planner": "planner", "verifier": "verifier"}
+__all__ = ["FORMAT_VERSION", "MANIFEST", "load_pipeline", "save_pipeline"]
 
 
 def _describe(component: Any, kind: str, slot: str, folder: Path) -> dict[str, Any]:
+    from safetensors.torch import save_file
+
     name = component_name(component)
     if name is None:
         raise SMGError(
             f"The {kind} {type(component).__name__} in {slot} was built by hand, so it cannot be saved by name; "
             "register its factory in a plugin (registry.add_" + kind + ") and compose the pipeline by name."
         )
-    config = component_config(component)
+    # Remote code is the loader's decision, never the folder's: the flag is not saved.
+    config = {k: v for k, v in component_config(component).items() if k != REMOTE_CODE_KEY}
     try:
-        json.dumps(config)
-    except TypeError as exc:
+        json.dumps(config, allow_nan=False)
+    except (TypeError, ValueError) as exc:
         raise SMGError(f"The config of {kind} {name!r} is not JSON-serialisable ({exc}); use plain values.") from exc
     entry: dict[str, Any] = {"name": name, "config": config}
     if isinstance(component, torch.nn.Module):
@@ -57,11 +74,13 @@ def _describe(component: Any, kind: str, slot: str, folder: Path) -> dict[str, A
     return entry
 
 
+def _is_saved_pipeline(folder: Path) -> bool:
+    return (folder / MANIFEST).is_file()
+
+
 def save_pipeline(pipe: "SubjectPipeline", folder: Path) -> Path:
-    folder = folder.resolve()
-    if folder.exists() and any(folder.iterdir()) and not (folder / MANIFEST).is_file():
-        raise SMGError(f"{folder} exists and is not a saved pipeline; choose an empty or new folder.")
-    with atomic_folder(folder) as staging:
+    """Write ``pipe`` to ``folder`` (replaced atomically; only an earlier saved pipeline is replaced)."""
+    with atomic_folder(folder, kind="pipeline", recognise=_is_saved_pipeline) as staging:
         manifest: dict[str, Any] = {"format": FORMAT_VERSION, "defaults": pipe.defaults}
         manifest["backend"] = pipe.backend.save_pretrained(staging / "backend")
         manifest["backend_tensors"] = _tensor_index(staging / "backend")
@@ -72,36 +91,50 @@ def save_pipeline(pipe: "SubjectPipeline", folder: Path) -> Path:
         for attr, kind in SINGLE_KINDS.items():
             component = getattr(pipe, attr)
             manifest[attr] = None if component is None else _describe(component, kind, attr, staging)
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    return folder
+        manifest["files"] = file_hashes(staging)
+        try:  # never write what load_pipeline would refuse
+            validate_manifest(manifest)
+        except ManifestError as exc:
+            raise SMGError(f"This pipeline cannot be saved in a form that loads back: {exc}") from exc
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False))
+    return Path(folder).expanduser().resolve()
 
 
 def _tensor_index(root: Path) -> dict[str, dict[str, list]]:
     """Shape and dtype of every tensor in every safetensors file below ``root`` (headers only)."""
-    from safetensors import safe_open
-
     index: dict[str, dict[str, list]] = {}
     for file in sorted(root.rglob("*.safetensors")):
-        with safe_open(str(file), framework="pt") as f:
-            index[str(file.relative_to(root))] = {
-                k: [list(f.get_slice(k).get_shape()), _dtype_name(f.get_slice(k).get_dtype())] for k in f.keys()
-            }
+        index[file.relative_to(root).as_posix()] = _header(file)
     return index
+
+
+def _header(file: Path) -> dict[str, list]:
+    """``{tensor: [shape, dtype]}`` from a safetensors header; a damaged file is a ModelLoadError."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            return {k: [list(f.get_slice(k).get_shape()), _dtype_name(f.get_slice(k).get_dtype())] for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelLoadError(f"{file} is not a readable safetensors file ({exc}); restore it or re-save.") from exc
 
 
 def _dtype_name(safetensors_dtype: str) -> str:
     names = {"F32": "torch.float32", "F16": "torch.float16", "BF16": "torch.bfloat16", "F64": "torch.float64",
-             "I64": "torch.int64", "I32": "torch.int32", "BOOL": "torch.bool", "U8": "torch.uint8"}
+             "I64": "torch.int64", "I32": "torch.int32", "BOOL": "torch.bool", "U8": "torch.uint8",
+             "I8": "torch.int8", "I16": "torch.int16"}
     return names.get(safetensors_dtype, safetensors_dtype)
 
 
 def _check_backend_files(root: Path, expected: dict[str, dict[str, list]]) -> None:
-    for rel in expected:
-        if not (root / rel).is_file():
-            raise ModelLoadError(f"Backend weights file {root / rel} named in the manifest is missing.")
-    actual = _tensor_index(root)
     for rel, tensors in expected.items():
-        _check_shapes(actual[rel], tensors, str(root / rel))
+        file = inside(root, rel, "backend_tensors key")
+        if not file.is_file():
+            raise ModelLoadError(f"Backend weights file {file} named in {MANIFEST} is missing; restore it or re-save.")
+        _check_shapes(_header(file), tensors, str(file))
+    unlisted = sorted(set(_tensor_index(root)) - set(expected)) if root.is_dir() else []
+    if unlisted:
+        raise ModelLoadError(f"{root / unlisted[0]} is not in {MANIFEST}'s backend_tensors; remove it or re-save.")
 
 
 def _check_shapes(actual: dict[str, list], expected: dict[str, list], where: str) -> None:
@@ -118,21 +151,39 @@ def _check_shapes(actual: dict[str, list], expected: dict[str, list], where: str
         raise WeightsMismatchError(f"{where}: tensor {extra[0]!r} is in the file but not in the manifest.")
 
 
-def _check_tensors(state: dict[str, torch.Tensor], expected: dict[str, list], where: str) -> None:
-    actual = {k: [list(v.shape), str(v.dtype)] for k, v in state.items()}
-    _check_shapes(actual, expected, where)
+def _build(kind: str, entry: dict[str, Any], where: str, trust_remote_code: bool) -> Any:
+    """The registered component of ``entry``; a config its factory rejects is a ModelLoadError."""
+    registry = get_registry()
+    config = dict(entry["config"])
+    try:
+        if trust_remote_code and accepts_option(registry.get(kind, entry["name"]), REMOTE_CODE_KEY):
+            config[REMOTE_CODE_KEY] = True
+        return registry.build(kind, entry["name"], **config)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plugin's factory fed untrusted values; chained, never hidden
+        raise ModelLoadError(
+            f"{MANIFEST}: {where} ({kind} {entry['name']!r}) could not be built from its saved config: {exc}. "
+            "Check the plugin that provides it is installed (`smg plugins`), or re-save the pipeline."
+        ) from exc
 
 
-def _rebuild(entry: dict[str, Any] | None, kind: str, folder: Path) -> Any:
+def _rebuild(entry: dict[str, Any] | None, kind: str, where: str, folder: Path, trust_remote_code: bool) -> Any:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     if entry is None:
         return None
-    component = get_registry().build(kind, entry["name"], **entry.get("config", {}))
+    component = _build(kind, entry, where, trust_remote_code)
     if "weights" in entry:
-        file = folder / entry["weights"]
-        if not file.is_file():
-            raise ModelLoadError(f"Weights file {file} named in the manifest is missing.")
-        state = load_file(str(file))
-        _check_tensors(state, entry.get("tensors", {}), str(file))
+        file = inside(folder, entry["weights"], f"{where}.weights")
+        if not isinstance(component, torch.nn.Module):
+            raise ModelLoadError(f"{MANIFEST}: {where} names weights, but {kind} {entry['name']!r} has no tensors.")
+        try:
+            state = load_file(str(file))
+        except (SafetensorError, OSError) as exc:
+            raise ModelLoadError(f"{file} is not a readable safetensors file ({exc}); re-save the pipeline.") from exc
+        _check_shapes({k: [list(v.shape), str(v.dtype)] for k, v in state.items()}, entry["tensors"], str(file))
         try:
             component.load_state_dict(state, strict=True)
         except RuntimeError as exc:
@@ -140,18 +191,64 @@ def _rebuild(entry: dict[str, Any] | None, kind: str, folder: Path) -> Any:
     return component
 
 
-def load_pipeline(cls: type["SubjectPipeline"], folder: Path, **backend_options: Any) -> "SubjectPipeline":
-    manifest_file = folder / MANIFEST
-    if not manifest_file.is_file():
-        raise ModelLoadError(f"{folder} has no {MANIFEST}; it was not written by SubjectPipeline.save_pretrained.")
-    manifest = json.loads(manifest_file.read_text())
-    if manifest.get("format") != FORMAT_VERSION:
-        raise ModelLoadError(f"{manifest_file} has format {manifest.get('format')!r}; this smg-sdk reads {FORMAT_VERSION}.")
-    backend_entry = manifest["backend"]
-    _check_backend_files(folder / "backend", manifest.get("backend_tensors", {}))
-    backend = get_registry().build(
-        "backend", backend_entry["type"], manifest=backend_entry, folder=str(folder / "backend"), **backend_options
-    )
-    lists = {attr: [_rebuild(e, kind, folder) for e in manifest.get(attr, [])] for attr, kind in LIST_KINDS.items()}
-    singles = {attr: _rebuild(manifest.get(attr), kind, folder) for attr, kind in SINGLE_KINDS.items()}
-    return cls(backend, defaults=manifest.get("defaults"), **lists, **singles)
+def check_materialised(modules: dict[str, Any], where: str) -> None:
+    """No parameter or buffer of any module is left on the ``meta`` device (weights missing from a file)."""
+    for name, module in modules.items():
+        if not isinstance(module, torch.nn.Module):
+            continue
+        for key, tensor in [*module.named_parameters(), *module.named_buffers()]:
+            if tensor.is_meta:
+                raise ModelLoadError(
+                    f"{where}: {name} tensor {key!r} was not in its weights file, so it has no value; the weights "
+                    "are incomplete or belong to another model. Restore the files or re-save."
+                )
+
+
+def _check_defaults(defaults: dict[str, Any], size_multiple: int) -> None:
+    from .types import Request
+
+    try:
+        Request(prompt="check", size_multiple=size_multiple, **defaults)
+    except SMGError as exc:
+        raise ModelLoadError(f"{MANIFEST}: defaults are not valid generation settings ({exc}); re-save.") from exc
+
+
+def load_pipeline(
+    cls: type["SubjectPipeline"],
+    folder: Path,
+    *,
+    trust_remote_code: bool = False,
+    allow_external: Sequence[str | Path] = (),
+    **backend_options: Any,
+) -> "SubjectPipeline":
+    """Rebuild a saved pipeline after checking the folder (see the module docstring)."""
+    folder = Path(folder).expanduser()
+    recover_folder(folder)
+    if not folder.is_dir():
+        raise ModelLoadError(f"{folder} is not a folder with a {MANIFEST}; pass a folder written by save_pretrained.")
+    folder = folder.resolve()
+    manifest = read_manifest(folder)
+    validate_manifest(manifest)
+    _check_defaults(manifest["defaults"], 1)
+    check_external(manifest, folder, allow_external)
+    verify_files(folder, manifest["files"])
+    backend_root = inside(folder, "backend", "backend folder")
+    _check_backend_files(backend_root, manifest["backend_tensors"])
+    backend = _build_backend(manifest["backend"], backend_root, backend_options)
+    _check_defaults(manifest["defaults"], int(getattr(backend, "size_multiple", 16)))
+    lists = {attr: [_rebuild(e, kind, f"{attr}[{i}]", folder, trust_remote_code) for i, e in enumerate(manifest[attr])]
+             for attr, kind in LIST_KINDS.items()}
+    singles = {attr: _rebuild(manifest[attr], kind, attr, folder, trust_remote_code)
+               for attr, kind in SINGLE_KINDS.items()}
+    components = {f"{attr}[{i}]": c for attr in LIST_KINDS for i, c in enumerate(lists[attr])}
+    check_materialised({**components, **{k: v for k, v in singles.items() if v is not None}}, str(folder))
+    return cls(backend, defaults=manifest["defaults"], **lists, **singles)
+
+
+def _build_backend(entry: dict[str, Any], root: Path, options: dict[str, Any]) -> Any:
+    registry = get_registry()
+    try:
+        factory = registry.get("backend", entry["type"])
+    except SMGError as exc:
+        raise ModelLoadError(f"{MANIFEST}: backend.type: {exc}") from exc
+    return factory(manifest=entry, folder=str(root), **options)

@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from smg_sdk import Subject, SubjectPipeline
 from smg_sdk.errors import ModelLoadError, SMGError, WeightsMismatchError
+from smg_sdk.manifest import sha256_file
 
 SIZE = dict(height=64, width=64)
 
@@ -57,6 +58,12 @@ def test_tampered_weights_name_the_tensor(tiny_pipe, tmp_path):
     key = sorted(state)[0]
     state[key] = torch.zeros(state[key].shape[0] + 1, state[key].shape[1])
     save_file(state, str(file))
+    with pytest.raises(ModelLoadError, match="sha256"):  # the checksum catches it first
+        SubjectPipeline.from_pretrained(folder)
+    manifest_file = folder / "smg_pipeline.json"  # a consistent edit of file and checksum: shapes still checked
+    manifest = json.loads(manifest_file.read_text())
+    manifest["files"][file.relative_to(folder).as_posix()] = sha256_file(file)
+    manifest_file.write_text(json.dumps(manifest))
     with pytest.raises(WeightsMismatchError, match=key.replace(".", r"\.")):
         SubjectPipeline.from_pretrained(folder)
 

@@ -204,9 +204,13 @@ class MusicPlanner(Planner):
         return [p for p in plans if p is not None]
 
 
-def build_music_planner(**settings: Any) -> MusicPlanner:
-    """Registry factory of ``music``: :class:`MusicPlannerConfig` fields as keywords."""
-    return MusicPlanner(**settings)
+def build_music_planner(*, trust_remote_code: bool = False, **settings: Any) -> MusicPlanner:
+    """Registry factory of ``music``: :class:`MusicPlannerConfig` fields as keywords.
+
+    ``trust_remote_code`` is named explicitly so ``SubjectPipeline.from_pretrained(...,
+    trust_remote_code=True)`` can pass the caller's consent to it (a manifest never can).
+    """
+    return MusicPlanner(trust_remote_code=trust_remote_code, **settings)
 
 
 __all__ = ["FALLBACKS", "MusicPlanner", "MusicPlannerConfig", "PlanningError", "build_music_planner"]

@@ -99,24 +99,24 @@ class FluxBackend:
         local_files_only: bool = True,
         max_sequence_length: int = 512,
     ) -> "FluxBackend":
-        """Load a diffusers-format FLUX folder (safetensors weights only)."""
+        """Load a diffusers-format FLUX folder (safetensors weights only, stock diffusers/transformers classes)."""
         from diffusers import FluxPipeline
 
         local = Path(path).expanduser()
         looks_like_repo_id = not local.is_absolute() and str(path).count("/") == 1 and not str(path).startswith(".")
         if not local.exists() and not looks_like_repo_id:
             raise ModelLoadError(f"No FLUX model folder at {str(path)!r}; pass the path of a diffusers-format folder.")
-        if local.exists() and not (local / "model_index.json").is_file():
-            raise ModelLoadError(
-                f"{local} has no model_index.json, so it is not a diffusers-format FLUX folder; "
-                "point at the folder that holds model_index.json, transformer/, vae/, text_encoder/..."
-            )
+        if local.exists():
+            check_model_index(local)
         try:
             pipe = FluxPipeline.from_pretrained(
                 str(path), local_files_only=local_files_only, torch_dtype=torch_dtype, use_safetensors=True
             )
         except (OSError, ValueError, EnvironmentError) as exc:
             raise ModelLoadError(f"Could not load FLUX from {str(path)!r}: {exc}") from exc
+        from ..serialization import check_materialised
+
+        check_materialised({name: getattr(pipe, name) for name in FLUX_COMPONENTS}, str(path))
         backend = cls.from_pipeline(pipe, max_sequence_length=max_sequence_length)
         backend.source = str(local.resolve()) if local.exists() else str(path)
         if device is not None:
@@ -245,20 +245,25 @@ class FluxBackend:
         """Load a standard FLUX LoRA (diffusers/peft or kohya format) for every token.
 
         This is diffusers' own ``FluxPipeline.load_lora_weights`` on a pipeline sharing this
-        backend's modules, so a file has exactly the effect it has in diffusers.
+        backend's modules, so a file has exactly the effect it has in diffusers. Files must be
+        safetensors (a ``.safetensors`` file, or a folder/repo holding one).
         """
+        from safetensors import SafetensorError
+
+        source = _safetensors_only(path_or_state_dict, kwargs)
         pipe = self.as_diffusers_pipeline()
         before = set(getattr(self.transformer, "peft_config", {}) or {})
-        try:
-            pipe.load_lora_weights(path_or_state_dict, adapter_name=adapter_name, **kwargs)
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"Could not load LoRA weights from {path_or_state_dict!r}: {exc}") from exc
-        added = sorted(set(self.transformer.peft_config) - before)
-        name = adapter_name or (added[0] if added else None)
-        if name is None:
-            raise ModelLoadError("The LoRA file added no adapter to the transformer.")
-        self.adapter_weights[name] = float(weight)
-        self.reset_adapters()
+        with self.lock:
+            try:
+                pipe.load_lora_weights(source, adapter_name=adapter_name, **kwargs)
+            except (OSError, ValueError, KeyError, SafetensorError) as exc:
+                raise ModelLoadError(f"Could not load LoRA weights from {_label(path_or_state_dict)}: {exc}") from exc
+            added = sorted(set(self.transformer.peft_config) - before)
+            name = adapter_name or (added[0] if added else None)
+            if name is None:
+                raise ModelLoadError(f"The LoRA {_label(path_or_state_dict)} added no adapter to the transformer.")
+            self.adapter_weights[name] = float(weight)
+            self.reset_adapters()
         return name
 
     def add_stream_adapter(
@@ -285,17 +290,26 @@ class FluxBackend:
         self.reset_adapters()
 
     def load_stream_adapter(self, name: str, path_or_state_dict) -> None:
-        """Load a LoRA file (diffusers format) as a stream adapter."""
+        """Load a LoRA file (diffusers format, safetensors) as a stream adapter."""
         from diffusers import FluxPipeline
+        from safetensors import SafetensorError
 
-        state, alphas, metadata = FluxPipeline.lora_state_dict(
-            path_or_state_dict, return_alphas=True, return_lora_metadata=True
-        )
-        FluxPipeline.load_lora_into_transformer(
-            state, network_alphas=alphas, transformer=self.transformer, adapter_name=name, metadata=metadata
-        )
-        self.stream_adapters.add(name)
-        self.reset_adapters()
+        options: dict[str, Any] = {}
+        source = _safetensors_only(path_or_state_dict, options)
+        with self.lock:
+            try:
+                state, alphas, metadata = FluxPipeline.lora_state_dict(
+                    source, return_alphas=True, return_lora_metadata=True, **options
+                )
+                FluxPipeline.load_lora_into_transformer(
+                    state, network_alphas=alphas, transformer=self.transformer, adapter_name=name, metadata=metadata
+                )
+            except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+                raise ModelLoadError(
+                    f"Could not load the stream adapter {name!r} from {_label(path_or_state_dict)}: {exc}"
+                ) from exc
+            self.stream_adapters.add(name)
+            self.reset_adapters()
 
     def adapter_state_dict(self, name: str) -> dict[str, torch.Tensor]:
         """The adapter's LoRA tensors in diffusers' saved-LoRA key format (without prefix)."""
@@ -367,13 +381,24 @@ class FluxBackend:
 
     @classmethod
     def from_manifest(cls, entry: dict[str, Any], folder: str | Path, **kwargs) -> "FluxBackend":
+        """Rebuild a backend saved with :meth:`save_pretrained` (``entry`` already schema-checked).
+
+        ``base`` and adapter files must lie inside ``folder``; a ``source`` elsewhere is loaded
+        only because the caller allowed it (``allow_external``) when loading the pipeline.
+        """
+        from ..manifest import inside
+
         folder = Path(folder)
-        path = folder / entry["base"] if "base" in entry else entry.get("source")
+        path = inside(folder, entry["base"], "backend.base") if "base" in entry else entry.get("source")
         if path is None:
             raise ModelLoadError("The saved backend names neither a base folder nor a source path.")
         backend = cls.from_pretrained(path, max_sequence_length=entry.get("max_sequence_length", 512), **kwargs)
+        if "base" in entry:
+            # The base lives in a saved folder, which a later save may replace: save it whole again
+            # rather than by reference to a path that might no longer exist.
+            backend.source = None
         for name, info in entry.get("adapters", {}).items():
-            file = folder / info["file"]
+            file = inside(folder, info["file"], f"backend.adapters[{name!r}].file")
             if not file.is_file():
                 raise ModelLoadError(f"Adapter file {file} named in the manifest is missing.")
             if info.get("stream"):
@@ -381,6 +406,63 @@ class FluxBackend:
             else:
                 backend.load_lora_weights(str(file), adapter_name=name, weight=info.get("weight", 1.0))
         return backend
+
+
+FLUX_LIBRARIES = ("diffusers", "transformers")
+
+
+def check_model_index(folder: Path) -> None:
+    """Refuse a ``model_index.json`` that names components outside diffusers and transformers.
+
+    diffusers imports the library a component names, so a folder could otherwise make loading
+    import any installed module; and custom component code is never run.
+    """
+    index_file = folder / "model_index.json"
+    if not index_file.is_file():
+        raise ModelLoadError(
+            f"{folder} has no model_index.json, so it is not a diffusers-format FLUX folder; "
+            "point at the folder that holds model_index.json, transformer/, vae/, text_encoder/..."
+        )
+    try:
+        index = json.loads(index_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{index_file} is not valid JSON ({exc}); restore the model folder.") from exc
+    if not isinstance(index, dict):
+        raise ModelLoadError(f"{index_file} is not a JSON object; restore the model folder.")
+    for key, value in index.items():
+        if key.startswith("_"):
+            continue
+        ok = isinstance(value, list) and len(value) == 2 and (
+            value == [None, None]
+            or (value[0] in FLUX_LIBRARIES and isinstance(value[1], str) and value[1].isidentifier())
+        )
+        if not ok:
+            raise ModelLoadError(
+                f"{index_file}: component {key!r} is {value!r}; a FLUX folder may only name diffusers or "
+                "transformers classes. Restore the model folder (custom component code is never loaded)."
+            )
+
+
+def _label(source: Any) -> str:
+    return "a state dict" if isinstance(source, dict) else repr(str(source))
+
+
+def _safetensors_only(source: Any, options: dict[str, Any]) -> Any:
+    """A LoRA source diffusers can only read as safetensors: a dict, or a ``.safetensors`` file, folder or
+    repo id read with ``use_safetensors=True`` (set in ``options``, which diffusers reads)."""
+    if isinstance(source, dict):
+        return source
+    if options.get("use_safetensors") is False:
+        raise ModelLoadError("LoRA weights load from safetensors only; use_safetensors=False is not supported.")
+    path = Path(str(source)).expanduser()
+    weight_name = options.get("weight_name")
+    if (path.is_file() and path.suffix != ".safetensors") or (weight_name and not weight_name.endswith(".safetensors")):
+        raise ModelLoadError(
+            f"{path if path.is_file() else weight_name} is not a .safetensors file; LoRA weights load from safetensors "
+            "only (pickle files can run code). Convert it: safetensors.torch.save_file(state_dict, 'lora.safetensors')."
+        )
+    options["use_safetensors"] = True  # diffusers then never falls back to pickle
+    return str(source)
 
 
 def _transformer_without_adapters(transformer):
