@@ -48,3 +48,7 @@ class WeightsMismatchError(ModelLoadError):
 
 class BackendError(SMGError, RuntimeError):
     """The diffusion backend cannot run the given conditions."""
+
+
+class ConfigError(SMGError, ValueError):
+    """A settings object (e.g. :class:`~smg_sdk.training.TrainerConfig`) has an invalid value."""

@@ -28,10 +28,11 @@ import torch
 from tqdm.auto import tqdm
 
 from smg_sdk import Request
-from smg_sdk.atomic import atomic_folder
+from smg_sdk.atomic import atomic_folder, check_output_folder
 from smg_sdk.errors import ModelLoadError, SMGError
 from smg_sdk.training import TrainResult
-from smg_sdk.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from smg_sdk.training.checkpoint import PATTERN, resume_checkpoint, save_checkpoint
+from smg_sdk.training.trainer import RESUME_MAY_CHANGE
 
 from .data import MusicSample, decimate
 from .plan_format import format_plan
@@ -70,6 +71,14 @@ class PlannerTrainingConfig:
             raise SMGError("decimation_probability must be between 0 and 1.")
 
 
+def _is_training_output(folder: Path) -> bool:
+    return any(PATTERN.match(p.name) or p.name == "adapter" for p in folder.iterdir())
+
+
+def _is_adapter(folder: Path) -> bool:
+    return (folder / ADAPTER_FILES[0]).is_file()
+
+
 def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
@@ -98,7 +107,7 @@ def save_planner_adapter(mllm: Any, folder: str | Path) -> Path:
     name, config = info
     state = get_peft_model_state_dict(mllm.model, adapter_name=name)
     folder = Path(folder).resolve()
-    with atomic_folder(folder) as staging:
+    with atomic_folder(folder, kind="planner adapter", recognise=_is_adapter) as staging:
         save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(staging / ADAPTER_FILES[1]))
         raw = config.to_dict()
         raw = {k: (sorted(v) if isinstance(v, set) else v) for k, v in raw.items()}
@@ -205,10 +214,11 @@ class PlannerTrainer:
     def train(self, resume: bool = True) -> TrainResult:
         """Train to ``max_steps`` (resuming from the newest checkpoint); saves ``output_dir/adapter``."""
         cfg = self.config
-        root = Path(cfg.output_dir)
+        root = check_output_folder(cfg.output_dir, "planner training", _is_training_output)
         start = 0
-        if resume and (last := latest_checkpoint(root)) is not None:
-            tensors, optimizer_state, state = load_checkpoint(last)
+        found = resume_checkpoint(root, asdict(cfg), RESUME_MAY_CHANGE) if resume else None
+        if found is not None:
+            last, tensors, optimizer_state, state = found
             with torch.no_grad():
                 for name, p in self.trainable.items():
                     if name not in tensors or tensors[name].shape != p.shape:

@@ -13,6 +13,8 @@ checkpoint continues exactly as an uninterrupted one.
 
 from __future__ import annotations
 
+import math
+import os
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,10 +25,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..errors import SMGError
+from ..atomic import check_output_folder
+from ..errors import ConfigError, SMGError
 from ..lora import lora_layers
 from ..types import Request
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import PATTERN, resume_checkpoint, save_checkpoint
 from .data import TrainingSample
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,10 +55,48 @@ class TrainerConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.max_steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
-            raise SMGError("max_steps, batch_size and checkpoint_every must all be >= 1.")
+        if isinstance(self.output_dir, os.PathLike):
+            self.output_dir = os.fspath(self.output_dir)
+        if not isinstance(self.output_dir, str) or not self.output_dir.strip():
+            raise ConfigError(f"output_dir must be a folder path, got {self.output_dir!r}.")
+        for name in ("max_steps", "batch_size", "checkpoint_every"):
+            _check_int(name, getattr(self, name), low=1)
+        _check_int("seed", self.seed, low=0, high=2**63 - 1)
+        for name in ("height", "width"):
+            value = _check_int(name, getattr(self, name), low=16)
+            if value % 16:
+                raise ConfigError(f"{name}={value} is not a multiple of 16; use {value - value % 16 or 16}.")
+        _check_number("learning_rate", self.learning_rate, positive=True)
+        _check_number("weight_decay", self.weight_decay)
+        _check_number("guidance_scale", self.guidance_scale)
+        if self.max_grad_norm is not None:
+            _check_number("max_grad_norm", self.max_grad_norm, positive=True)
         if self.timestep_sampling not in ("logit_normal", "uniform"):
-            raise SMGError("timestep_sampling must be 'logit_normal' or 'uniform'.")
+            raise ConfigError(f"timestep_sampling must be 'logit_normal' or 'uniform', not {self.timestep_sampling!r}.")
+        if not isinstance(self.progress, bool):
+            raise ConfigError(f"progress must be True or False, got {self.progress!r}.")
+
+
+RESUME_MAY_CHANGE = ("output_dir", "max_steps", "checkpoint_every", "progress")
+"""Settings a resumed run may change; any other difference from the checkpoint's run is refused."""
+
+
+def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"from {low} to {high}"
+        raise ConfigError(f"{name} must be an integer {bound}, got {value!r}.")
+    return value
+
+
+def _check_number(name: str, value: Any, positive: bool = False) -> float:
+    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+    if bad or value < 0 or (positive and value == 0):
+        raise ConfigError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}.")
+    return float(value)
+
+
+def _is_training_output(folder: Path) -> bool:
+    return any(PATTERN.match(p.name) for p in folder.iterdir())
 
 
 class TrainerHook:
@@ -181,8 +222,8 @@ class FlowMatchingTrainer:
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {name: p.detach() for name, p in self.trainable.items()}
 
-    def _restore(self, folder: Path) -> int:
-        tensors, optimizer_state, state = load_checkpoint(folder)
+    def _restore(self, folder: Path, tensors: dict[str, torch.Tensor], optimizer_state: dict[str, Any],
+                 state: dict[str, Any]) -> int:
         missing = sorted(set(self.trainable) - set(tensors))
         if missing:
             raise SMGError(f"Checkpoint {folder} lacks trainable tensor {missing[0]!r}; was it made by another recipe?")
@@ -192,27 +233,43 @@ class FlowMatchingTrainer:
                     raise SMGError(f"Checkpoint tensor {name!r} has shape {tuple(tensors[name].shape)}, "
                                    f"the model has {tuple(p.shape)}.")
                 p.copy_(tensors[name])
-        self.optimizer.load_state_dict(optimizer_state)
+        try:
+            self.optimizer.load_state_dict(optimizer_state)
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise SMGError(f"Checkpoint {folder}: the optimizer state does not fit this run ({exc}).") from exc
         return int(state["step"])
 
-    def train(self, resume: bool = True) -> TrainResult:
-        """Run until ``max_steps``; with ``resume``, continue from the newest checkpoint."""
+    def _step(self, step: int) -> float:
+        """One optimiser step (holding the pipeline's lock); returns the loss."""
         cfg = self.config
-        root = Path(cfg.output_dir)
-        start = 0
-        if resume and (last := latest_checkpoint(root)) is not None:
-            start = self._restore(last)
-        result = TrainResult(last_step=start, checkpoint=latest_checkpoint(root) if start else None)
-        bar = tqdm(range(start, cfg.max_steps), desc="training", disable=not cfg.progress, initial=start,
-                   total=cfg.max_steps)
-        for step in bar:
+        with self.pipeline.lock:
             loss = self.batch_loss(step)
             self.accelerator.backward(loss)
             if cfg.max_grad_norm is not None:
                 self.accelerator.clip_grad_norm_(list(self.trainable.values()), cfg.max_grad_norm)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-            value = float(loss.detach())
+        return float(loss.detach())
+
+    def train(self, resume: bool = True) -> TrainResult:
+        """Run until ``max_steps``; with ``resume``, continue from the newest complete checkpoint.
+
+        A damaged newest checkpoint is skipped (with a warning) for the one before it; a
+        checkpoint from a run with other settings is refused (see :data:`RESUME_MAY_CHANGE`).
+        ``output_dir`` must be new, empty or an earlier training output.
+        """
+        cfg = self.config
+        root = check_output_folder(cfg.output_dir, "training", _is_training_output)
+        start, result = 0, TrainResult()
+        found = resume_checkpoint(root, asdict(cfg), RESUME_MAY_CHANGE) if resume else None
+        if found is not None:
+            start = self._restore(*found)
+            result.checkpoint = found[0]
+        result.last_step = start
+        bar = tqdm(range(start, cfg.max_steps), desc="training", disable=not cfg.progress, initial=start,
+                   total=cfg.max_steps)
+        for step in bar:
+            value = self._step(step)
             result.losses.append(value)
             bar.set_postfix(loss=f"{value:.4f}")
             for hook in self.hooks:
