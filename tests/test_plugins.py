@@ -74,19 +74,25 @@ def clean_plugins(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     reset_plugins()
 
 
+def install_fake_dist(folder: Path, monkeypatch: pytest.MonkeyPatch, dist: str, version: str,
+                      plugins: dict[str, tuple[str, str]]) -> None:
+    """Write ``plugins`` (entry-point name -> (module, code)) as an installed distribution on sys.path."""
+    for module, code in plugins.values():
+        (folder / f"{module}.py").write_text(textwrap.dedent(code))
+    info = folder / f"{dist}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(
+        "[smg_sdk]\n" + "".join(f"{name} = {module}\n" for name, (module, _) in plugins.items())
+    )
+    monkeypatch.syspath_prepend(str(folder))  # also calls importlib.invalidate_caches()
+
+
 @pytest.fixture
 def fake_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """An 'installed' distribution ``fakedist 1.2.3`` with three plugins: good, bad, dup."""
-    (tmp_path / "good_plugin.py").write_text(textwrap.dedent(GOOD))
-    (tmp_path / "bad_plugin.py").write_text(textwrap.dedent(BAD))
-    (tmp_path / "dup_plugin.py").write_text(textwrap.dedent(DUP))
-    info = tmp_path / "fakedist-1.2.3.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fakedist\nVersion: 1.2.3\n")
-    (info / "entry_points.txt").write_text(
-        "[smg_sdk]\ngood = good_plugin\nbad = bad_plugin\ndup = dup_plugin\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))  # also calls importlib.invalidate_caches()
+    install_fake_dist(tmp_path, monkeypatch, "fakedist", "1.2.3", {
+        "good": ("good_plugin", GOOD), "bad": ("bad_plugin", BAD), "dup": ("dup_plugin", DUP)})
     yield tmp_path
     for mod in FAKE_MODULES:
         sys.modules.pop(mod, None)
@@ -144,6 +150,76 @@ def test_reset_plugins_reloads(fake_dist: Path) -> None:
     reset_plugins()
     with pytest.warns(PluginLoadWarning):
         assert get_registry().owner("aggregator", "good-agg") == "good"
+
+
+# -- isolation from BaseException (SystemExit, KeyboardInterrupt) ---------------------------
+
+HOSTILE = {
+    "exits_on_import": ("exits_on_import", "import sys\nsys.exit(0)\n"),
+    "interrupts_on_import": ("interrupts_on_import", "raise KeyboardInterrupt\n"),
+    "exits_in_register": ("exits_in_register", """
+        import sys
+        from smg_sdk.plugins.hookspecs import hookimpl
+
+        @hookimpl
+        def smg_register(registry):
+            registry.add_rule("half-registered", dict)
+            sys.exit(3)
+    """),
+    "still_good": ("still_good", """
+        from smg_sdk.plugins.hookspecs import hookimpl
+
+        @hookimpl
+        def smg_register(registry):
+            registry.add_rule("still-good", dict)
+    """),
+}
+
+
+@pytest.fixture
+def hostile_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Plugins that call sys.exit or raise KeyboardInterrupt at import or registration, and a good one."""
+    install_fake_dist(tmp_path, monkeypatch, "hostiledist", "0.1", HOSTILE)
+    yield tmp_path
+    for module, _ in HOSTILE.values():
+        sys.modules.pop(module, None)
+
+
+def test_base_exceptions_from_plugins_are_isolated(hostile_dist: Path) -> None:
+    with pytest.warns(PluginLoadWarning):
+        registry = get_registry()
+    infos = _by_name(list_plugins())
+    assert infos["exits_on_import"].source == "error" and infos["exits_on_import"].error.startswith("SystemExit")
+    assert infos["interrupts_on_import"].error.startswith("KeyboardInterrupt")
+    assert infos["exits_in_register"].error.startswith("SystemExit")
+    assert ("rule", "half-registered") not in registry  # rolled back
+    assert infos["still_good"].source == "entry point" and ("rule", "still-good") in registry
+    assert ("encoder", "flux-text") in registry and infos["music"].error is None
+
+
+def test_smg_plugins_lists_everything_despite_a_plugin_calling_exit(
+    hostile_dist: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["plugins", "--json"]) == 0
+    listed = {p["name"]: p for p in json.loads(capsys.readouterr().out)}
+    assert listed["exits_on_import"]["source"] == "error"
+    assert listed["still_good"]["components"] == {"rule": ["still-good"]}
+
+
+def test_register_plugin_turns_exit_into_plugin_error() -> None:
+    with pytest.raises(PluginError, match="SystemExit"):
+        register_plugin(_module("exits_now", HOSTILE["exits_in_register"][1]), name="exits-now")
+    assert ("rule", "half-registered") not in get_registry()
+
+
+def test_a_users_ctrl_c_while_plugins_load_still_interrupts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code = "import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(5)\n"
+    install_fake_dist(tmp_path, monkeypatch, "slowdist", "0.1", {"slow": ("slow_plugin", code)})
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            get_registry()
+    finally:
+        sys.modules.pop("slow_plugin", None)
 
 
 # -- programmatic registration -------------------------------------------------------------

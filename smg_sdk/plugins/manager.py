@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import os
+import signal
 import sys
 import threading
 import warnings
@@ -116,7 +117,7 @@ def register_plugin(plugin: object, name: str | None = None) -> PluginInfo:
             info = _register(pm, registry, plugin, plugin_name, version=_object_version(plugin), source="manual")
         except PluginError:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit, GeneratorExit) as exc:  # a plugin's sys.exit() must not end the caller
             raise PluginError(f"plugin {plugin_name!r} failed to register: {_describe(exc)}") from exc
         _infos.append(info)
         return info
@@ -186,16 +187,59 @@ def _register(
     return PluginInfo(name=name, version=version, source=source, components=registry.components(name))
 
 
+class _Interrupts:
+    """Tells a Ctrl-C from the user apart from a ``KeyboardInterrupt`` a plugin raises itself.
+
+    While plugins load (in the main thread), SIGINT goes through a handler that records it
+    before raising as usual; an interrupt without that record came from plugin code. Where
+    the handler cannot be installed, every interrupt counts as the user's.
+    """
+
+    def __init__(self) -> None:
+        self.seen = False
+        self._previous: Any = None
+
+    def __enter__(self) -> "_Interrupts":
+        main = threading.current_thread() is threading.main_thread()
+        if main and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def from_user(self) -> bool:
+        """Whether a KeyboardInterrupt seen inside the block may have come from the user."""
+        return self.seen or self._previous is None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.seen = True
+        signal.default_int_handler(signum, frame)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 def _load_one(pm: pluggy.PluginManager, registry: Registry, name: str, load: Any, version: str | None, source: str) -> None:
-    """Import and register one plugin, turning any failure into an "error" entry + warning."""
-    try:
-        plugin = load()
-        info = _register(pm, registry, plugin, name, version=version, source=source)
-    except Exception as exc:
-        error = _describe(exc)
-        info = PluginInfo(name=name, version=version, source="error", error=error)
-        warnings.warn(f"smg-sdk plugin {name!r} failed to load: {error}", PluginLoadWarning, stacklevel=2)
+    """Import and register one plugin, turning any failure into an "error" entry + warning.
+
+    That includes ``SystemExit``, ``KeyboardInterrupt`` and other ``BaseException``s raised by
+    the plugin's import or registration: one plugin cannot stop the others from loading. A
+    Ctrl-C from the user still interrupts.
+    """
+    with _Interrupts() as interrupts:
+        try:
+            plugin = load()
+            info = _register(pm, registry, plugin, name, version=version, source=source)
+        except BaseException as exc:  # noqa: BLE001 - isolation is the point; the user's Ctrl-C is re-raised
+            if isinstance(exc, KeyboardInterrupt) and interrupts.from_user():
+                raise
+            info = _failed(name, version, exc)
     _infos.append(info)
+
+
+def _failed(name: str, version: str | None, exc: BaseException) -> PluginInfo:
+    error = _describe(exc)
+    warnings.warn(f"smg-sdk plugin {name!r} failed to load: {error}", PluginLoadWarning, stacklevel=3)
+    return PluginInfo(name=name, version=version, source="error", error=error)
 
 
 def _load_all(pm: pluggy.PluginManager, registry: Registry) -> None:
