@@ -52,8 +52,10 @@ def smg_register(registry: "Registry") -> None:
     """Components the core itself provides."""
     from .attention.rules import BlockRule, IsolateReferencesRule, StreamBiasRule
     from .encoders import FluxTextEncoder, VAEReferenceEncoder
+    from .eval.judge import SubjectWorldJudge
     from .schedules import ConstantSchedule
 
+    registry.add_judge("subjectworld", SubjectWorldJudge)
     registry.add_backend("flux", flux_backend)
     registry.add_encoder("flux-text", FluxTextEncoder)
     registry.add_encoder("vae-reference", VAEReferenceEncoder)

@@ -297,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
 
+    from .cli_subjectworld import add_parsers
+
+    add_parsers(sub)
     return parser
 
 

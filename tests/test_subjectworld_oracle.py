@@ -190,3 +190,15 @@ def test_eval_command_bad_input_is_one_line(tmp_path, args, says):
     run = _smg("eval", "subjectworld", *args, "--quiet", cwd=tmp_path)
     lines = run.stderr.strip().splitlines()
     assert run.returncode == 2 and len(lines) == 1 and lines[0].startswith("smg: error:") and says in lines[0]
+
+
+def test_scene_judge_verifier_uses_the_registered_subjectworld_judge():
+    from smg_sdk import Request
+    from smg_sdk.eval.world_eval import _copy_paste_image
+    from smg_sdk.plugins.manager import get_registry
+
+    verifier = get_registry().build("verifier", "scene-judge", judge="subjectworld")
+    sample = SubjectWorld("heldout", seed=14, subjects=(1,))[0]
+    request = Request(sample.prompt, sample.subjects(), height=128, width=128)
+    good, bad = verifier.score([sample.target, _copy_paste_image(sample)], request)
+    assert good == 5.0 and bad < good

@@ -27,7 +27,7 @@ from ..data.subjectworld.scenes import Scene
 from ..data.subjectworld.world import SubjectWorld, WorldSample, render_scene
 from ..errors import RequestError
 from .oracle import Oracle
-from .world_metrics import LOWER_IS_BETTER, METRICS, SceneTruth, score
+from .world_metrics import LOWER_IS_BETTER, METRICS, SceneTruth, match, score
 
 BASELINES = ("ground-truth", "copy-paste")
 """Rows that need no model."""
@@ -59,6 +59,16 @@ class WorldEvalConfig:
             raise RequestError(f"--no-references applies to a model preset, not to the {self.preset!r} baseline.")
 
 
+def prior_share(identities, reading) -> float:
+    """Share of the requested subjects drawn in their class's typical identity (the text prior;
+    reported as ``prior`` on text-only rows)."""
+    from ..data.subjectworld.identities import typical_identity
+
+    truth = SceneTruth("", list(identities), {}, (), 0)
+    drawn = match(truth, reading)
+    return float(np.mean([d is not None and d.identity() == typical_identity(i.shape) for i, d in zip(identities, drawn)]))
+
+
 def ci95(values: Sequence[float], seed: int = 0, resamples: int = 2000) -> tuple[float, float]:
     """Percentile-bootstrap 95 % interval of the mean of ``values``."""
     data = np.asarray(values, np.float64)
@@ -76,15 +86,16 @@ def _copy_paste_image(sample: WorldSample) -> Image.Image:
     return Image.fromarray(render_scene(pasted)[0])
 
 
-def _generator(config: WorldEvalConfig) -> Callable[[WorldSample, int], Image.Image]:
-    """A function ``(sample, i) -> image`` for the configured preset or baseline."""
+def _generator(config: WorldEvalConfig, pipe=None) -> Callable[[WorldSample, int], Image.Image]:
+    """A function ``(sample, i) -> image`` for the configured preset or baseline (or ``pipe`` itself)."""
     if config.preset == "ground-truth":
         return lambda sample, i: sample.target
     if config.preset == "copy-paste":
         return lambda sample, i: _copy_paste_image(sample)
-    from ..pipeline import SubjectPipeline
+    if pipe is None:
+        from ..pipeline import SubjectPipeline
 
-    pipe = SubjectPipeline.from_preset(config.preset, **config.options)
+        pipe = SubjectPipeline.from_preset(config.preset, **config.options)
     pipe.set_progress_bar_config(disable=True)
 
     def generate(sample: WorldSample, i: int) -> Image.Image:
@@ -104,9 +115,14 @@ class WorldEvalResult:
     examples: dict[int, list[tuple[list[Image.Image], Image.Image, Image.Image]]]
 
 
-def evaluate(config: WorldEvalConfig, progress: bool = True, examples_per_count: int = 3) -> WorldEvalResult:
-    """Generate and score ``config.samples`` held-out requests per subject count."""
-    generate, oracle = _generator(config), Oracle()
+def evaluate(config: WorldEvalConfig, progress: bool = True, examples_per_count: int = 3,
+             pipeline=None) -> WorldEvalResult:
+    """Generate and score ``config.samples`` held-out requests per subject count.
+
+    ``pipeline``: a :class:`~smg_sdk.SubjectPipeline` to evaluate instead of building
+    ``config.preset`` (the name then only labels the results; training evaluates its model this way).
+    """
+    generate, oracle = _generator(config, pipeline), Oracle()
     results: dict[str, Any] = {}
     examples: dict[int, list] = {}
     bar = tqdm(total=config.samples * len(config.subjects), desc=f"eval {config.preset}", disable=not progress)
@@ -116,8 +132,11 @@ def evaluate(config: WorldEvalConfig, progress: bool = True, examples_per_count:
         for i in range(config.samples):
             sample = world[i]
             image = generate(sample, i)
-            for name, value in score(SceneTruth.from_sample(sample), oracle.read(image)).items():
-                per_metric[name].append(value)
+            reading = oracle.read(image)
+            for name, value in score(SceneTruth.from_sample(sample), reading).items():
+                per_metric.setdefault(name, []).append(value)
+            if config.no_references:
+                per_metric.setdefault("prior", []).append(prior_share(sample.identities, reading))
             if i < examples_per_count:
                 examples.setdefault(k, []).append((sample.references, sample.target, image))
             bar.update(1)
@@ -131,8 +150,9 @@ def evaluate(config: WorldEvalConfig, progress: bool = True, examples_per_count:
 def format_table(payload: dict[str, Any]) -> str:
     """The results as a text table: one row per subject count, ``mean [lo, hi]`` per metric."""
     title = payload["preset"] + (" --no-references" if payload.get("no_references") else "")
-    header = ["k"] + [m + (" (lower)" if m in LOWER_IS_BETTER else "") for m in METRICS]
-    rows = [[k] + [f"{v[m]['mean']:.3f} [{v[m]['ci95'][0]:.2f},{v[m]['ci95'][1]:.2f}]" for m in METRICS]
+    metrics = list(next(iter(payload["results"].values())))
+    header = ["k"] + [m + (" (lower)" if m in LOWER_IS_BETTER else "") for m in metrics]
+    rows = [[k] + [f"{v[m]['mean']:.3f} [{v[m]['ci95'][0]:.2f},{v[m]['ci95'][1]:.2f}]" for m in metrics]
             for k, v in payload["results"].items()]
     widths = [max(len(str(r[c])) for r in [header, *rows]) for c in range(len(header))]
     lines = [f"{title}: {payload['samples']} held-out samples per subject count, seed {payload['seed']}"]
