@@ -5,7 +5,7 @@
 
 The folder has the same layout and component classes as FLUX.1-dev, at tiny sizes, so
 ``diffusers.FluxPipeline.from_pretrained(DIR, local_files_only=True)`` loads it on a CPU
-in a fraction of a second (about 1.4 MB):
+in a fraction of a second (about 12 MB):
 
     model_index.json
     scheduler/      FlowMatchEulerDiscreteScheduler, FLUX.1-dev's config
@@ -13,10 +13,11 @@ in a fraction of a second (about 1.4 MB):
     tokenizer/      CLIPTokenizer, byte-level BPE (1514 tokens)          tokenizer.json, vocab.json, merges.txt
     text_encoder_2/ T5EncoderModel (d_model 32, 2 layers, gated-gelu)    model.safetensors
     tokenizer_2/    T5 tokenizer, Unigram (1000 tokens)                  tokenizer.json
-    transformer/    FluxTransformer2DModel (1 + 1 blocks, 2 heads x 16)  diffusion_pytorch_model.safetensors
-    vae/            AutoencoderKL (4 blocks: scale 8, 4 latent channels) diffusion_pytorch_model.safetensors
+    transformer/    FluxTransformer2DModel (2 + 4 blocks, 4 heads x 32)  diffusion_pytorch_model.safetensors
+    vae/            AutoencoderKL (24/32/64/64: scale 8, 16 latent ch.) diffusion_pytorch_model.safetensors
 
-Everything is built offline from the prompt-like English corpus embedded below: the T5
+Everything is built offline from the prompt-like English corpus embedded below, plus
+SubjectWorld's own captions and descriptions (so each of its words is one token): the T5
 Unigram model with ``tokenizers``' UnigramTrainer, the CLIP merges with a small BPE loop
 over the words that CLIPTokenizer's own (``tokenizers``) pre-tokenizer cuts. Every model is
 initialised from ``torch.manual_seed(seed)``. The whole folder is deterministic: two runs,
@@ -54,6 +55,7 @@ T5_EXTRA_IDS = 100
 T5_MAX_LENGTH = 512
 T5_MAX_PIECE_LENGTH = 12
 HIDDEN = 32  # CLIP hidden size = T5 d_model = transformer joint/pooled projection dims
+LATENT_CHANNELS = 16  # as FLUX.1; the transformer reads 2x2 patches of them (64 channels)
 
 CLIP_BOS, CLIP_EOS = "<|startoftext|>", "<|endoftext|>"
 T5_PAD, T5_EOS, T5_UNK = "<pad>", "</s>", "<unk>"
@@ -665,10 +667,24 @@ _SCENES = [
 _STYLES = ["a photo of", "a picture of", "an image of", "a painting of", "a render of"]
 
 
+def subjectworld_lines(count: int = 600) -> list[str]:
+    """SubjectWorld's language (captions, instructions, identity descriptions, plan sentences), so
+    every word of it is one token and a six-subject caption fits in the T5 length the preset uses."""
+    sys.path.insert(0, str(REPO_ROOT))
+    from smg_sdk.data.subjectworld import SubjectWorld, all_identities
+
+    captions = SubjectWorld("train", "caption", seed=4321, subjects=(1, 2, 3, 4, 5, 6))
+    references = SubjectWorld("train", "reference", seed=4321, subjects=(1, 2, 3))
+    lines = [captions[i].caption for i in range(count // 2)]
+    lines += [references[i].cot for i in range(count // 4)]
+    lines += [identity.describe() for identity in all_identities()[:: max(1, len(all_identities()) // (count // 4))]]
+    return lines
+
+
 def corpus_lines(n_templated: int = 320, seed: int = 1234) -> list[str]:
-    """The embedded corpus plus ``n_templated`` deterministic template lines."""
+    """The embedded corpus, ``n_templated`` deterministic template lines and SubjectWorld's lines."""
     rng = random.Random(seed)
-    lines = [line for line in CORPUS.splitlines() if line.strip()]
+    lines = [line for line in CORPUS.splitlines() if line.strip()] + subjectworld_lines()
 
     def thing() -> str:
         parts = [rng.choice(_COLOURS)]
@@ -859,15 +875,15 @@ def build_models(clip_tok, t5_tok, seed: int) -> dict:
     torch.manual_seed(seed)
     transformer = FluxTransformer2DModel(
         patch_size=1,
-        in_channels=16,
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
+        in_channels=4 * LATENT_CHANNELS,
+        num_layers=2,
+        num_single_layers=4,
+        attention_head_dim=32,
+        num_attention_heads=4,
         joint_attention_dim=HIDDEN,
         pooled_projection_dim=HIDDEN,
         guidance_embeds=True,
-        axes_dims_rope=(4, 6, 6),
+        axes_dims_rope=(8, 12, 12),
     )
 
     torch.manual_seed(seed + 1)
@@ -876,15 +892,16 @@ def build_models(clip_tok, t5_tok, seed: int) -> dict:
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 16, 16, 16),
+        block_out_channels=(24, 32, 64, 64),
         layers_per_block=1,
-        latent_channels=4,
+        latent_channels=LATENT_CHANNELS,
         norm_num_groups=8,
-        sample_size=64,
+        sample_size=128,
         scaling_factor=0.3611,
         shift_factor=0.1159,
         use_quant_conv=False,
         use_post_quant_conv=False,
+        mid_block_add_attention=False,
     )
 
     torch.manual_seed(seed + 2)

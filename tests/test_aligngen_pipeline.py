@@ -20,6 +20,9 @@ from smg_sdk.plugins import get_registry
 from smg_sdk.training import TrainerConfig, TrainingSample
 from smg_plugins.aligngen.slots import read_slots
 from smg_plugins.aligngen.training import AlignGenTrainingStrategy, aligngen_trainer
+from smg_sdk.presets.tiny import TINY_DEFAULTS
+
+DEFAULT_SIZE = (TINY_DEFAULTS["width"], TINY_DEFAULTS["height"])  # the tiny preset's default image size
 
 ROOT = Path(__file__).resolve().parents[1]
 TWO = ("a photo of <1> next to <2>", [Subject(make_image(0), "robot"), Subject(make_image(1), "guitar")])
@@ -46,8 +49,8 @@ def test_registered_names():
 @pytest.mark.parametrize("prompt,subjects", [ONE, TWO], ids=["one-subject", "two-subjects"])
 def test_python_end_to_end(pipe, prompt, subjects):
     out = pipe(prompt, subjects, seed=0, num_images_per_prompt=2)
-    assert len(out.images) == 2 and all(im.size == (64, 64) for im in out.images)
-    conditions = pipe.encode(pipe.make_request(prompt, subjects))
+    assert len(out.images) == 2 and all(im.size == DEFAULT_SIZE for im in out.images)
+    conditions = pipe.encode(pipe.make_request(prompt, subjects, height=64, width=64))  # a 4 x 4 token grid
     assert [s.name for s in conditions] == ["prompt"] + [f"ref{k + 1}" for k in range(len(subjects))]
     refs = [conditions.get(f"ref{k + 1}") for k in range(len(subjects))]
     assert all(r.adapter == "aligngen-ref" and r.mode == "concat" for r in refs)
@@ -151,7 +154,7 @@ def test_cli_two_subjects(tmp_path):
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    assert Image.open(out).size == (64, 64) and str(out) in proc.stdout
+    assert Image.open(out).size == DEFAULT_SIZE and str(out) in proc.stdout
 
 
 def test_inference_builds_no_autograd_graph(pipe):
@@ -198,7 +201,7 @@ def test_composes_with_the_squeeze_plugin_streams():
     before = SubjectPipeline(squeeze.backend, encoders).encode(combined.make_request(prompt, subjects))
     changed = (conditions.get("t5-prompt").tokens != before.get("t5-prompt").tokens).any(-1)[0]
     assert changed.nonzero().flatten().tolist() == [s.sstar for s in read_slots(conditions, "t5-prompt")]
-    assert combined(prompt, subjects, seed=0, num_inference_steps=2).images[0].size == (64, 64)
+    assert combined(prompt, subjects, seed=0, num_inference_steps=2).images[0].size == DEFAULT_SIZE
 
 
 def test_aligngen_preset_on_local_folders():

@@ -11,6 +11,9 @@ from pathlib import Path
 from PIL import Image
 
 from conftest import make_image
+from smg_sdk.presets.tiny import TINY_DEFAULTS
+
+DEFAULT_SIZE = (TINY_DEFAULTS["width"], TINY_DEFAULTS["height"])  # the tiny preset's default image size
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +31,7 @@ def test_generate_writes_image(tmp_path):
     proc = smg("generate", "--prompt", "<1> next to <2>", "--subject", f"{tmp_path / 'dog.png'}:dog",
                "--subject", str(tmp_path / "cat.png"), "--out", str(out), "--steps", "2", "--seed", "1", "--quiet")
     assert proc.returncode == 0, proc.stderr
-    assert Image.open(out).size == (64, 64)
+    assert Image.open(out).size == DEFAULT_SIZE
     assert str(out) in proc.stdout
 
 
@@ -60,7 +63,7 @@ def test_demo_writes_gallery(tmp_path):
     index = json.loads((tmp_path / "gallery" / "index.json").read_text())
     assert len(index) >= 4
     for job in index:
-        assert Image.open(tmp_path / "gallery" / job["file"]).size == (64, 64)
+        assert Image.open(tmp_path / "gallery" / job["file"]).size == DEFAULT_SIZE
     assert (tmp_path / "gallery" / "gallery.png").is_file()
     assert str(tmp_path / "gallery") in proc.stdout
 

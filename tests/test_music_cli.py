@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+from smg_sdk.presets.tiny import TINY_DEFAULTS
+
+DEFAULT_SIZE = (TINY_DEFAULTS["width"], TINY_DEFAULTS["height"])  # the tiny preset's default image size
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +39,7 @@ def test_generate_with_music_planner_writes_image_sheet_and_plans(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "added rule music-layout" in proc.stdout and "verifier clip-text" in proc.stdout
-    assert Image.open(out).size == (64, 64)
+    assert Image.open(out).size == DEFAULT_SIZE
     sheet = Image.open(out.with_name("out_candidates.png"))
     assert sheet.size[0] == 4 * 128  # four candidates side by side
     records = json.loads(out.with_name("out_plans.json").read_text())

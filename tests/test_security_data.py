@@ -13,6 +13,8 @@ import pytest
 
 from smg_sdk import cli
 from smg_sdk.errors import SMGError
+from smg_sdk.presets.tiny import TINY_DEFAULTS
+
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -166,13 +168,13 @@ def test_a_save_killed_mid_swap_leaves_a_loadable_folder_and_no_debris(tiny_pipe
     try:
         new = tiny_pipe.save_pretrained(tmp_path / "new")
     finally:
-        tiny_pipe.defaults["num_inference_steps"] = 4
+        tiny_pipe.defaults["num_inference_steps"] = TINY_DEFAULTS["num_inference_steps"]
     path = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)]))
     proc = subprocess.run([sys.executable, "-c", KILLED_SAVE, str(target), str(new), mode], capture_output=True,
                           text=True, env={**os.environ, "PYTHONPATH": path}, timeout=300)
     assert proc.returncode == 9, proc.stderr[-2000:]
     loaded = SubjectPipeline.from_pretrained(target)  # the old folder (rename) or the new one (exchange)
-    assert loaded.defaults["num_inference_steps"] == (3 if mode == "exchange" else 4)
+    assert loaded.defaults["num_inference_steps"] == (3 if mode == "exchange" else TINY_DEFAULTS["num_inference_steps"])
     tiny_pipe.save_pretrained(target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "saved"], "stale staging folders were left behind"
 

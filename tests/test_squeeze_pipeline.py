@@ -16,6 +16,9 @@ from smg_plugins.squeeze_mllm.training import SqueezeTrainingPlan, train_stage1,
 from smg_sdk import Subject, SubjectPipeline
 from smg_sdk.training import TrainingSample
 from smg_sdk.types import Request
+from smg_sdk.presets.tiny import TINY_DEFAULTS
+
+DEFAULT_SIZE = (TINY_DEFAULTS["width"], TINY_DEFAULTS["height"])  # the tiny preset's default image size
 
 SIZE = dict(height=64, width=64)
 
@@ -137,4 +140,4 @@ def test_cli_generate_with_squeeze_preset(tmp_path):
         capture_output=True, text=True, timeout=300, env=dict(os.environ),
     )
     assert proc.returncode == 0, proc.stderr
-    assert Image.open(out).size == (64, 64)
+    assert Image.open(out).size == DEFAULT_SIZE

@@ -4,8 +4,8 @@
 
     tiny/flux/
         model_index.json
-        transformer/     FluxTransformer2DModel (1 double + 1 single block, 2 heads x 16)
-        vae/             AutoencoderKL (4 blocks: scale factor 8, 4 latent channels)
+        transformer/     FluxTransformer2DModel (2 double + 4 single blocks, 4 heads x 32)
+        vae/             AutoencoderKL (4 blocks: scale factor 8, 16 latent channels)
         text_encoder/    CLIPTextModel (hidden 32)     tokenizer/    CLIPTokenizer (BPE)
         text_encoder_2/  T5EncoderModel (d_model 32)   tokenizer_2/  T5 tokenizer (Unigram)
         scheduler/       FlowMatchEulerDiscreteScheduler (FLUX.1-dev's config)
@@ -45,15 +45,18 @@ TINY_SIGLIP_PATH: Path = TINY_ROOT / "siglip"
 TINY_REDUX_PATH: Path = TINY_ROOT / "redux"
 TINY_CLIP_PATH: Path = TINY_ROOT / "clip"
 TINY_DINO_PATH: Path = TINY_ROOT / "dino"
+TINY_SUBJECT_LORA_PATH: Path = TINY_ROOT / "subject_lora" / "pytorch_lora_weights.safetensors"
+SUBJECT_ADAPTER = "subject"
+"""Name of the tiny preset's reference-stream LoRA (the OminiControl-style subject adapter)."""
 
 #: Generation settings that suit the tiny preset. ``max_sequence_length`` is the T5
 #: sequence length the SDK encodes prompts to (the T5 tokenizer itself allows 512).
 TINY_DEFAULTS: dict[str, Any] = {
-    "height": 64,
-    "width": 64,
-    "num_inference_steps": 4,
+    "height": 128,
+    "width": 128,
+    "num_inference_steps": 8,
     "guidance_scale": 3.5,
-    "max_sequence_length": 64,
+    "max_sequence_length": 48,
 }
 
 
@@ -66,6 +69,11 @@ def tiny_flux_path() -> Path:
             "or reinstall smg-sdk."
         )
     return TINY_FLUX_PATH
+
+
+def tiny_subject_lora_path() -> Path | None:
+    """The shipped subject adapter (a diffusers LoRA file), or None where the package has none."""
+    return TINY_SUBJECT_LORA_PATH if TINY_SUBJECT_LORA_PATH.is_file() else None
 
 
 def _tiny_vision_folder(path: Path, what: str) -> Path:
@@ -112,10 +120,13 @@ __all__ = [
     "TINY_REDUX_PATH",
     "TINY_ROOT",
     "TINY_SIGLIP_PATH",
+    "TINY_SUBJECT_LORA_PATH",
+    "SUBJECT_ADAPTER",
     "tiny_clip_path",
     "tiny_dino_path",
     "tiny_flux_path",
     "tiny_qwen_vl_path",
     "tiny_redux_path",
     "tiny_siglip_path",
+    "tiny_subject_lora_path",
 ]

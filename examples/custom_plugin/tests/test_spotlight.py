@@ -44,7 +44,7 @@ def test_word_emphasis_changes_only_subject_tokens(pipe):
 
 
 def test_spotlight_blocks_references_outside_the_box(pipe):
-    request = pipe.make_request("<1> in a garden", [Subject(picture(1), "cat")])
+    request = pipe.make_request("<1> in a garden", [Subject(picture(1), "cat")], height=64, width=64)
     conditions = pipe.encode(request)
     mask = check_rule(get_registry().build("rule", "spotlight", fraction=0.5), conditions, request, image_tokens=16)
     fresh = JointAttentionMask(JointLayout.build(conditions, 16))
