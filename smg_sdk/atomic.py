@@ -112,6 +112,17 @@ def check_output_folder(folder: str | Path, kind: str | None = None,
     )
 
 
+def claim_output_folder(folder: str | Path, kind: str) -> Path:
+    """A folder that a long job writes into over time (a training run): checked as by
+    :func:`check_output_folder`, created if missing and marked as ``kind``, so the job may
+    write into it again later (``--resume``) and nothing else is mistaken for it."""
+    path = check_output_folder(folder, kind)
+    path.mkdir(parents=True, exist_ok=True)
+    if output_kind(path) != kind:
+        _mark(path, kind)
+    return path
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True

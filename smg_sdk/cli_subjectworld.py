@@ -1,8 +1,10 @@
-"""``smg eval subjectworld`` and ``smg subjectworld export``: the SubjectWorld commands of the CLI."""
+"""The SubjectWorld commands of the CLI: ``smg eval subjectworld``, ``smg subjectworld export``,
+``smg train subjectworld``."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
 
@@ -68,8 +70,39 @@ def cmd_subjectworld_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_subjectworld(args: argparse.Namespace) -> int:
+    """Run one of the tiny preset's training recipes on SubjectWorld (resumable)."""
+    import torch
+
+    from .backends.flux_recipes import RecipeOptions, run_recipe
+    from .cli import _quiet_loading
+    from .training.checkpoint import checkpoints
+
+    out = Path(args.out).expanduser()
+    if not args.resume and (out / "checkpoints").is_dir() and checkpoints(out / "checkpoints"):
+        raise SMGError(f"--out {args.out} already holds checkpoints of a run; pass --resume to continue it, "
+                       "or choose a new folder.")
+    for name in ("steps", "batch_size", "threads", "eval_every", "pool_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise RequestError(f"--{name.replace('_', '-')} must be >= 1, got {value}.")
+    if args.budget_minutes is not None and not args.budget_minutes > 0:
+        raise RequestError(f"--budget-minutes must be > 0, got {args.budget_minutes}.")
+    _writable(args.out, "subjectworld-run")
+    from .atomic import claim_output_folder
+
+    out = claim_output_folder(out, "subjectworld-run")
+    _quiet_loading()
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    options = RecipeOptions(str(out), args.start_from, args.vae, args.budget_minutes, args.steps, args.batch_size,
+                            args.seed, args.eval_samples, args.eval_every, progress=not args.quiet,
+                            pool_size=args.pool_size)
+    print(f"wrote {run_recipe(args.recipe, options)}")
+    return 0
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Add ``eval`` and ``subjectworld`` to the ``smg`` parser."""
+    """Add ``eval``, ``subjectworld`` and ``train`` to the ``smg`` parser."""
     evaluate = sub.add_parser("eval", help="evaluate a preset on a benchmark").add_subparsers(
         dest="benchmark", metavar="BENCHMARK", required=True)
     p = evaluate.add_parser("subjectworld", help="held-out SubjectWorld requests scored by the oracle")
@@ -96,5 +129,25 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_subjectworld_export)
 
+    train = sub.add_parser("train", help="train on a data set").add_subparsers(
+        dest="dataset", metavar="DATASET", required=True)
+    p = train.add_parser("subjectworld", help="the tiny preset's recipes: vae, base, reference-lora")
+    p.add_argument("--recipe", required=True, choices=("vae", "base", "reference-lora"))
+    p.add_argument("--out", required=True, help="run folder: checkpoints, history.json and the result")
+    p.add_argument("--from", dest="start_from", default=None,
+                   help="FLUX folder to start from (default: the shipped tiny preset)")
+    p.add_argument("--vae", default=None, help="trained VAE folder to use instead of the start folder's")
+    p.add_argument("--budget-minutes", type=float, default=None, help="stop after this much wall time (resumable)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--steps", type=int, default=None, help="total steps (default: the recipe's)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--pool-size", type=int, default=None, help="base: caption samples encoded once (default 8192)")
+    p.add_argument("--eval-samples", type=int, default=8, help="held-out requests per evaluation (0: none)")
+    p.add_argument("--eval-every", type=int, default=None, help="steps between evaluation lines")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train_subjectworld)
 
-__all__ = ["add_parsers", "cmd_eval_subjectworld", "cmd_subjectworld_export"]
+
+__all__ = ["add_parsers", "cmd_eval_subjectworld", "cmd_subjectworld_export", "cmd_train_subjectworld"]

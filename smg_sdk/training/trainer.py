@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -95,7 +96,8 @@ def _check_number(name: str, value: Any, positive: bool = False) -> float:
     return float(value)
 
 
-def _is_training_output(folder: Path) -> bool:
+def is_training_output(folder: Path) -> bool:
+    """Whether ``folder`` holds ``checkpoint-<step>`` folders (an earlier training output)."""
     return any(PATTERN.match(p.name) for p in folder.iterdir())
 
 
@@ -251,21 +253,25 @@ class FlowMatchingTrainer:
             self.optimizer.zero_grad(set_to_none=True)
         return float(loss.detach())
 
-    def train(self, resume: bool = True) -> TrainResult:
+    def train(self, resume: bool = True, budget_minutes: float | None = None) -> TrainResult:
         """Run until ``max_steps``; with ``resume``, continue from the newest complete checkpoint.
+
+        ``budget_minutes`` stops the run early, after writing a checkpoint, once that much wall
+        time has passed; running again with ``resume`` continues it exactly.
 
         A damaged newest checkpoint is skipped (with a warning) for the one before it; a
         checkpoint from a run with other settings is refused (see :data:`RESUME_MAY_CHANGE`).
         ``output_dir`` must be new, empty or an earlier training output.
         """
         cfg = self.config
-        root = check_output_folder(cfg.output_dir, "training", _is_training_output)
+        root = check_output_folder(cfg.output_dir, "training", is_training_output)
         start, result = 0, TrainResult()
         found = resume_checkpoint(root, asdict(cfg), RESUME_MAY_CHANGE) if resume else None
         if found is not None:
             start = self._restore(*found)
             result.checkpoint = found[0]
         result.last_step = start
+        began = time.monotonic()
         bar = tqdm(range(start, cfg.max_steps), desc="training", disable=not cfg.progress, initial=start,
                    total=cfg.max_steps)
         for step in bar:
@@ -276,9 +282,13 @@ class FlowMatchingTrainer:
                 hook.on_step_end(step, value)
             done = step + 1
             result.last_step = done
-            if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
+            out_of_time = budget_minutes is not None and time.monotonic() - began > 60 * budget_minutes
+            if done % cfg.checkpoint_every == 0 or done == cfg.max_steps or out_of_time:
                 if self.accelerator.is_main_process:
                     result.checkpoint = save_checkpoint(
                         root, done, self.state_tensors(), self.optimizer.state_dict(), {"config": asdict(cfg)}
                     )
+            if out_of_time:
+                break
+        bar.close()
         return result

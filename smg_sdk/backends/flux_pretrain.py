@@ -1,0 +1,267 @@
+"""Stage 0 of the tiny preset: text-to-image pretraining of FLUX's transformer (and T5).
+
+This is the stand-in for FLUX.1-dev's own pretraining, at SubjectWorld scale: captions-only
+scenes whose subjects follow their class priors (``SubjectWorld(kind="caption")``), so the
+trained model has a text prior ("a star" is a plain yellow star) that references must later
+overcome. It trains the diffusers ``FluxTransformer2DModel`` from its current weights (random,
+from ``scripts/build_tiny_preset.py``) and, optionally, the T5 encoder; the VAE and CLIP stay
+frozen.
+
+The objective is rectified flow as in FLUX: ``x_t = (1 - sigma) x0 + sigma noise`` with
+``sigma`` drawn from a logit-normal, and the transformer regresses ``noise - x0``. Inputs are
+exactly what :class:`~smg_sdk.backends.flux.FluxBackend` feeds at inference (T5 tokens padded to
+``max_sequence_length``, CLIP pooled vector, packed latents, 3-axis position ids, the guidance
+embedding), so nothing changes between training and sampling.
+
+Target latents are encoded once into a pool (:func:`encode_pool`); each step draws a batch from
+a permutation seeded by ``(seed, epoch)`` and noise seeded by ``(seed, step)``, so a resumed run
+continues exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+from ..latents import pack_latents
+from ..positions import grid_ids, text_ids
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .flux import FluxBackend
+
+
+@dataclass
+class PretrainConfig:
+    """Hyper-parameters of stage 0. ``budget_minutes`` stops the run early (a checkpoint is written)."""
+
+    output_dir: str
+    max_steps: int = 3000
+    batch_size: int = 32
+    learning_rate: float = 5e-4
+    text_learning_rate: float = 2e-4
+    train_text_encoder: bool = True
+    warmup_steps: int = 100
+    seed: int = 0
+    side: int = 128
+    pool_size: int = 8192
+    prior: float = 0.9
+    guidance_range: tuple[float, float] = (1.0, 5.0)
+    checkpoint_every: int = 250
+    budget_minutes: float | None = None
+    max_grad_norm: float = 1.0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "pool_size", "checkpoint_every", "side"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"PretrainConfig.{name} must be a whole number >= 1, got {value!r}.")
+        if self.side % 16:
+            raise ConfigError(f"PretrainConfig.side must be a multiple of 16, got {self.side}.")
+        for name in ("learning_rate", "text_learning_rate"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+                raise ConfigError(f"PretrainConfig.{name} must be a finite number > 0, got {value!r}.")
+        if self.budget_minutes is not None and not self.budget_minutes > 0:
+            raise ConfigError(f"PretrainConfig.budget_minutes must be > 0 or None, got {self.budget_minutes!r}.")
+        self.guidance_range = tuple(float(g) for g in self.guidance_range)
+
+    def run_config(self) -> dict:
+        """The settings a resumed run must share with the checkpoint (not output place, budget, display)."""
+        data = asdict(self)
+        for name in ("output_dir", "budget_minutes", "progress", "max_steps", "checkpoint_every"):
+            data.pop(name)
+        data["guidance_range"] = list(data["guidance_range"])
+        return data
+
+
+@dataclass
+class LatentPool:
+    """Encoded training targets: packed latents ``(N, L, 4C)``, captions, CLIP pooled ``(N, P)``."""
+
+    latents: torch.Tensor
+    captions: list[str]
+    pooled: torch.Tensor
+
+
+@torch.no_grad()
+def encode_pool(backend: "FluxBackend", config: PretrainConfig, batch: int = 64) -> LatentPool:
+    """Encode ``config.pool_size`` caption samples (train identities, class priors) once."""
+    from ..data.subjectworld import SubjectWorld
+
+    world = SubjectWorld("train", "caption", config.seed, side=config.side, prior=config.prior)
+    vae, latents, captions = backend.vae, [], []
+    bar = tqdm(total=config.pool_size, desc="encoding targets", disable=not config.progress)
+    for start in range(0, config.pool_size, batch):
+        samples = [world[i] for i in range(start, min(start + batch, config.pool_size))]
+        pixels = torch.from_numpy(np.stack([s.target_pixels for s in samples])).permute(0, 3, 1, 2)
+        pixels = (pixels.float() / 127.5 - 1.0).to(backend.device, vae.dtype)
+        encoded = vae.encode(pixels).latent_dist.mode()
+        encoded = (encoded - vae.config.shift_factor) * vae.config.scaling_factor
+        latents.append(pack_latents(encoded).to(torch.float32).cpu())
+        captions += [s.caption for s in samples]
+        bar.update(len(samples))
+    bar.close()
+    pooled = torch.cat([backend.encode_pooled(c).cpu() for c in captions])
+    return LatentPool(torch.cat(latents), captions, pooled)
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def batch_indices(config: PretrainConfig, step: int, pool_size: int) -> list[int]:
+    """The pool rows of ``step``: consecutive slices of a permutation reshuffled each epoch."""
+    out = []
+    for i in range(config.batch_size):
+        flat = step * config.batch_size + i
+        order = np.random.default_rng(_seed(config.seed, flat // pool_size)).permutation(pool_size)
+        out.append(int(order[flat % pool_size]))
+    return out
+
+
+def t5_tokens(backend: "FluxBackend", captions: list[str]) -> torch.Tensor:
+    """T5 token ids ``(B, max_sequence_length)`` padded as the backend pads at inference."""
+    ids = backend.tokenizer_2(captions, padding="max_length", max_length=backend.max_sequence_length,
+                              truncation=True, return_tensors="pt").input_ids
+    return ids.to(backend.device)
+
+
+def flow_loss(backend: "FluxBackend", pool: LatentPool, config: PretrainConfig, step: int) -> torch.Tensor:
+    """Rectified-flow MSE of the batch of ``step`` (noise, levels and guidance seeded by step)."""
+    rows = batch_indices(config, step, len(pool.captions))
+    generator = torch.Generator().manual_seed(_seed(config.seed, step, 7))
+    x0 = pool.latents[rows].to(backend.device, backend.dtype)
+    noise = torch.randn(x0.shape, generator=generator).to(x0)
+    sigma = torch.sigmoid(torch.randn(len(rows), generator=generator)).to(x0)
+    lo, hi = config.guidance_range
+    guidance = (lo + (hi - lo) * torch.rand(len(rows), generator=generator)).to(backend.device)
+    noisy = (1 - sigma[:, None, None]) * x0 + sigma[:, None, None] * noise
+    text = backend.text_encoder_2(t5_tokens(backend, [pool.captions[r] for r in rows]))[0].to(backend.dtype)
+    side = config.side // backend.size_multiple
+    pred = backend.transformer(
+        hidden_states=noisy, timestep=sigma, guidance=guidance if backend.transformer.config.guidance_embeds else None,
+        pooled_projections=pool.pooled[rows].to(backend.device, backend.dtype), encoder_hidden_states=text,
+        txt_ids=text_ids(text.shape[1]).to(x0), img_ids=grid_ids(side, side).to(x0), return_dict=False,
+    )[0]
+    return torch.nn.functional.mse_loss(pred.float(), (noise - x0).float())
+
+
+@dataclass
+class PretrainResult:
+    """Per-step losses of this run, the last step and checkpoint, and the evaluation lines."""
+
+    losses: list[float] = field(default_factory=list)
+    last_step: int = 0
+    checkpoint: Path | None = None
+    evaluations: list[dict] = field(default_factory=list)
+
+
+def trainable_modules(backend: "FluxBackend", config: PretrainConfig) -> dict[str, torch.nn.Module]:
+    """What stage 0 trains: the transformer, and T5 if ``train_text_encoder``."""
+    modules = {"transformer": backend.transformer}
+    if config.train_text_encoder:
+        modules["text_encoder_2"] = backend.text_encoder_2
+    return modules
+
+
+def _optimizer(modules: dict[str, torch.nn.Module], config: PretrainConfig) -> torch.optim.Optimizer:
+    groups = [{"params": list(m.parameters()), "lr": config.learning_rate if name == "transformer"
+               else config.text_learning_rate, "base_lr": config.learning_rate if name == "transformer"
+               else config.text_learning_rate} for name, m in modules.items()]
+    return torch.optim.AdamW(groups, weight_decay=0.0)
+
+
+def _state(modules: dict[str, torch.nn.Module]) -> dict[str, torch.Tensor]:
+    """Trained parameters by name (tied ones, such as T5's shared embedding, once)."""
+    return {f"{name}.{k}": v for name, m in modules.items() for k, v in m.named_parameters()}
+
+
+@torch.no_grad()
+def _restore(modules: dict[str, torch.nn.Module], tensors: dict[str, torch.Tensor]) -> None:
+    for key, param in _state(modules).items():
+        if key not in tensors or tensors[key].shape != param.shape:
+            raise ConfigError(f"The checkpoint has no tensor {key!r} of shape {tuple(param.shape)}; "
+                              "it was written for another model. Use another output_dir.")
+        param.copy_(tensors[key])
+
+
+def pretrain(backend: "FluxBackend", config: PretrainConfig, pool: LatentPool | None = None,
+             evaluate: Callable[[int], dict] | None = None, eval_every: int = 500,
+             log: Callable[[str], None] | None = None) -> PretrainResult:
+    """Train stage 0 until ``max_steps`` or the budget; resumes from ``output_dir``'s newest checkpoint.
+
+    ``evaluate(step)`` (e.g. the oracle on generated images) runs every ``eval_every`` steps and
+    at the end; its dict is logged and kept. Raises :class:`~smg_sdk.errors.ConfigError` when the
+    checkpoint was written with other settings.
+    """
+    from ..atomic import check_output_folder
+    from ..training.checkpoint import resume_checkpoint
+    from ..training.trainer import is_training_output
+
+    root = check_output_folder(config.output_dir, "training", is_training_output)
+    modules = trainable_modules(backend, config)
+    for module in (backend.vae, backend.text_encoder, backend.transformer, backend.text_encoder_2):
+        module.requires_grad_(False)
+    for module in modules.values():  # eval mode throughout: no dropout, so a resumed run is bit-identical
+        module.requires_grad_(True).eval()
+    optimizer = _optimizer(modules, config)
+    start = 0
+    found = resume_checkpoint(root, config.run_config())
+    if found is not None:
+        _, tensors, optimizer_state, state = found
+        _restore(modules, tensors)
+        optimizer.load_state_dict(optimizer_state)
+        start = int(state["step"])
+    pool = pool if pool is not None else encode_pool(backend, config)
+    return _loop(backend, config, modules, optimizer, pool, start, evaluate, eval_every, log or print)
+
+
+def _loop(backend, config, modules, optimizer, pool, start, evaluate, eval_every, log) -> PretrainResult:
+    from ..training.checkpoint import save_checkpoint
+
+    result, began = PretrainResult(last_step=start), time.monotonic()
+    params = [p for m in modules.values() for p in m.parameters()]
+
+    def checkpoint(step: int) -> None:
+        result.checkpoint = save_checkpoint(Path(config.output_dir), step, _state(modules), optimizer.state_dict(),
+                                            {"config": config.run_config()})
+
+    bar = tqdm(range(start, config.max_steps), desc="pretraining", initial=start, total=config.max_steps,
+               disable=not config.progress)
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * min(1.0, (step + 1) / config.warmup_steps)
+        loss = flow_loss(backend, pool, config, step)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        result.losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{result.losses[-1]:.4f}")
+        done = result.last_step = step + 1
+        out_of_time = config.budget_minutes is not None and time.monotonic() - began > 60 * config.budget_minutes
+        if done % config.checkpoint_every == 0 or done == config.max_steps or out_of_time:
+            checkpoint(done)
+        if evaluate is not None and (done % eval_every == 0 or done == config.max_steps or out_of_time):
+            line = {"step": done, "loss": float(np.mean(result.losses[-50:])), **evaluate(done)}
+            result.evaluations.append(line)
+            log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in line.items()))
+        if out_of_time:
+            log(f"budget of {config.budget_minutes} minutes reached at step {done}; resume to continue")
+            break
+    bar.close()
+    for module in modules.values():
+        module.requires_grad_(False)
+    return result
+
+
+__all__ = ["LatentPool", "PretrainConfig", "PretrainResult", "batch_indices", "encode_pool", "flow_loss",
+           "pretrain", "trainable_modules"]

@@ -1,0 +1,206 @@
+"""``smg train subjectworld``: the tiny preset's training recipes, as a product feature.
+
+Three recipes, run in order, each resumable from its ``--out`` folder:
+
+- ``vae``: the tiny AutoencoderKL on SubjectWorld renders (:mod:`smg_sdk.training.vae`);
+  writes ``OUT/vae/`` (a diffusers folder).
+- ``base``: stage 0, text-to-image pretraining of the transformer and T5 on captions-only
+  scenes that follow the class priors (:mod:`.flux_pretrain`), starting from a FLUX folder
+  (``--from``, default the shipped preset) with the trained VAE (``--vae``); writes
+  ``OUT/flux/``, a complete diffusers FLUX folder. The stand-in for FLUX.1-dev.
+- ``reference-lora``: stage 1, the OminiControl-style subject adapter: VAE reference tokens
+  plus a LoRA (rank 16) routed to the reference stream only, trained on reference -> target
+  pairs of training identities with the base frozen; writes ``OUT/adapter/``.
+
+Every recipe prints periodic held-out evaluation lines (loss and the oracle's scores) and
+writes atomic checkpoints; a rerun with ``resume`` continues bit-identically.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from collections.abc import Sequence
+from typing import Callable
+
+import torch
+
+from ..errors import ConfigError
+
+RECIPES = ("vae", "base", "reference-lora")
+
+
+@dataclass
+class RecipeOptions:
+    """What the command line passes to a recipe (``steps``/``batch_size`` None = the recipe's default)."""
+
+    out: str
+    start_from: str | None = None
+    vae: str | None = None
+    budget_minutes: float | None = None
+    steps: int | None = None
+    batch_size: int | None = None
+    seed: int = 0
+    eval_samples: int = 8
+    eval_every: int | None = None
+    progress: bool = True
+    pool_size: int | None = None
+
+
+def _eval_steps() -> int:
+    from ..presets.tiny import TINY_DEFAULTS
+
+    return int(TINY_DEFAULTS["num_inference_steps"])
+
+
+def _load_backend(folder: str | Path, vae: str | Path | None = None):
+    from diffusers import AutoencoderKL
+
+    from ..presets.tiny import TINY_DEFAULTS
+    from .flux import FluxBackend
+
+    backend = FluxBackend.from_pretrained(folder, max_sequence_length=TINY_DEFAULTS["max_sequence_length"])
+    if vae is not None:
+        backend.vae = AutoencoderKL.from_pretrained(str(vae), local_files_only=True, use_safetensors=True)
+        backend.vae.requires_grad_(False).eval()
+    return backend
+
+
+def _text_pipeline(backend):
+    from ..pipeline import SubjectPipeline
+    from ..plugins.manager import get_registry
+
+    registry = get_registry()
+    return SubjectPipeline(backend, encoders=[registry.build("encoder", "flux-text")],
+                           schedule=registry.build("schedule", "constant"))
+
+
+def _world_eval(pipe, options: RecipeOptions, counts: tuple[int, ...], text_only: bool) -> dict:
+    """Mean oracle scores of ``pipe`` on held-out requests (a training evaluation line)."""
+    from ..eval.world_eval import WorldEvalConfig, evaluate
+
+    config = WorldEvalConfig("training", counts, options.eval_samples, seed=1, steps=_eval_steps(),
+                             no_references=text_only)
+    results = evaluate(config, progress=False, examples_per_count=0, pipeline=pipe).payload["results"]
+    names = ["identity", "instruction", "omission", "copy_paste"] + (["prior"] if text_only else [])
+    return {name: sum(r[name]["mean"] for r in results.values()) / len(results) for name in names}
+
+
+def run_base(options: RecipeOptions, log: Callable[[str], None] = print) -> Path:
+    """Stage 0; returns ``OUT/flux``."""
+    from ..presets.tiny import tiny_flux_path
+    from .flux_pretrain import PretrainConfig, pretrain
+
+    start = Path(options.start_from or tiny_flux_path())
+    backend = _load_backend(start, options.vae)
+    config = PretrainConfig(str(Path(options.out) / "checkpoints"), seed=options.seed, progress=options.progress,
+                            budget_minutes=options.budget_minutes,
+                            **{k: v for k, v in (("max_steps", options.steps), ("batch_size", options.batch_size),
+                                                 ("pool_size", options.pool_size)) if v is not None})
+    pipe = _text_pipeline(backend)
+    evaluate = (lambda step: _world_eval(pipe, options, (1, 2), text_only=True)) if options.eval_samples else None
+    result = pretrain(backend, config, evaluate=evaluate, eval_every=options.eval_every or 250, log=log)
+    _write_history(Path(options.out), result.losses, result.evaluations)
+    return _write_flux_folder(backend, start, Path(options.out) / "flux")
+
+
+def _write_flux_folder(backend, start: Path, folder: Path) -> Path:
+    """``start``'s files with the backend's VAE, transformer and T5 weights, atomically."""
+    from ..atomic import atomic_folder
+
+    with atomic_folder(folder, kind="flux-folder") as staging:
+        for item in start.iterdir():
+            if item.is_dir():
+                shutil.copytree(item, staging / item.name)
+            elif item.name != ".smg-output":
+                shutil.copy2(item, staging / item.name)
+        for name in ("vae", "transformer", "text_encoder_2"):
+            shutil.rmtree(staging / name)
+            getattr(backend, name).save_pretrained(str(staging / name), safe_serialization=True)
+    return folder
+
+
+def _write_history(out: Path, losses: list[float], evaluations: list[dict]) -> None:
+    """Append this run's losses and evaluation lines to ``OUT/history.json`` (curves survive resumes)."""
+    import json
+
+    file = out / "history.json"
+    history = json.loads(file.read_text()) if file.is_file() else {"losses": [], "evaluations": []}
+    history["losses"] += losses
+    history["evaluations"] += evaluations
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(history))
+    tmp.replace(file)
+
+
+def run_reference_lora(options: RecipeOptions, log: Callable[[str], None] = print) -> Path:
+    """Stage 1; returns ``OUT/adapter`` (the LoRA as a diffusers-format safetensors file)."""
+    from ..builtin import tiny_pipeline
+    from ..data.subjectworld import SubjectWorld
+    from ..presets.tiny import SUBJECT_ADAPTER, tiny_flux_path
+    from ..training.trainer import FlowMatchingTrainer, TrainerConfig, TrainerHook, adapter_parameters
+
+    backend = _load_backend(options.start_from or tiny_flux_path(), options.vae)
+    backend.add_stream_adapter(SUBJECT_ADAPTER, rank=16)
+    pipe = tiny_pipeline(backend, adapter=SUBJECT_ADAPTER)
+    world = SubjectWorld("train", "reference", options.seed, subjects=(1, 2))
+    data = _LazySamples(world, 200_000)
+    config = TrainerConfig(str(Path(options.out) / "checkpoints"), max_steps=options.steps or 1500,
+                           batch_size=options.batch_size or 8, learning_rate=1e-3, seed=options.seed,
+                           height=128, width=128, guidance_scale=3.5, checkpoint_every=100,
+                           progress=options.progress)
+    evaluations: list[dict] = []
+
+    class EvalHook(TrainerHook):
+        def on_step_end(self, step: int, loss: float) -> None:
+            if options.eval_samples and (step + 1) % (options.eval_every or 250) == 0:
+                line = {"step": step + 1, "loss": loss, **_world_eval(pipe, options, (1, 2), text_only=False)}
+                evaluations.append(line)
+                log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in line.items()))
+
+    trainer = FlowMatchingTrainer(pipe, adapter_parameters(backend.transformer, SUBJECT_ADAPTER), data, config,
+                                  hooks=[EvalHook()])
+    result = trainer.train(resume=True, budget_minutes=options.budget_minutes)
+    _write_history(Path(options.out), result.losses, evaluations)
+    return backend.save_adapter(SUBJECT_ADAPTER, Path(options.out) / "adapter")
+
+
+class _LazySamples(Sequence):
+    """A sequence view of SubjectWorld as TrainingSamples (rendered on access)."""
+
+    def __init__(self, world, length: int):
+        self.world, self.length = world, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int):
+        return self.world[index].training_sample()
+
+
+def run_recipe(recipe: str, options: RecipeOptions, log: Callable[[str], None] = print) -> Path:
+    """Run ``recipe`` (one of :data:`RECIPES`); returns what it wrote."""
+    if recipe not in RECIPES:
+        raise ConfigError(f"--recipe must be one of {', '.join(RECIPES)}, got {recipe!r}.")
+    if recipe == "base":
+        return run_base(options, log)
+    if recipe == "reference-lora":
+        return run_reference_lora(options, log)
+    return run_vae(options, log)
+
+
+def run_vae(options: RecipeOptions, log: Callable[[str], None] = print) -> Path:
+    """The VAE (:mod:`smg_sdk.training.vae`); returns ``OUT/vae``, exported from the newest checkpoint
+    whether the run finished or stopped on its budget (a rerun continues it)."""
+    from ..training.vae import VAEConfig, export_vae, train_vae
+
+    sizes = {k: v for k, v in (("max_steps", options.steps), ("batch_size", options.batch_size)) if v is not None}
+    config = VAEConfig(str(Path(options.out) / "checkpoints"), seed=options.seed, budget_minutes=options.budget_minutes,
+                       threads=torch.get_num_threads(), progress=options.progress, export=False, **sizes)
+    checkpoint = train_vae(config, log=log)
+    return export_vae(checkpoint, Path(options.out) / "vae")
+
+
+__all__ = ["RECIPES", "RecipeOptions", "run_base", "run_recipe", "run_reference_lora", "run_vae"]
