@@ -41,7 +41,7 @@ BACKGROUNDS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int] | None, 
 }
 """Backgrounds: base colour, texture colour (or None) and texture kind."""
 
-SIZES: dict[str, float] = {"small": 0.22, "medium": 0.30, "large": 0.40}
+SIZES: dict[str, float] = {"small": 0.26, "medium": 0.32, "large": 0.42}
 """Subject sizes as a fraction of the image side (the subject's bounding square)."""
 
 TYPICAL: dict[str, tuple[str, str, str | None]] = {
