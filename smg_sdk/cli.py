@@ -245,9 +245,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job on the embedded tiny preset: a small gallery of generations."""
+    import torch
+
     from .demo import run_demo
 
     _quiet_loading()
+    torch.set_num_threads(1)  # the tiny preset runs fastest on one thread (two oversubscribe a busy machine)
     path = run_demo(args.out, steps=args.steps, seed=args.seed, progress=not args.quiet)
     print(f"demo gallery written to {path}")
     return 0

@@ -8,7 +8,6 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from .atomic import atomic_folder
-from .gallery import contact_sheet
 from .types import Subject
 
 SHAPES = [("circle", (220, 60, 40)), ("square", (40, 120, 220)), ("triangle", (60, 180, 70))]
@@ -30,12 +29,15 @@ def synthetic_subject(index: int, size: int = 64) -> Subject:
 
 
 JOBS = [
-    {"name": "no_subject", "prompt": "a red teapot on a wooden table", "subjects": [], "mode": "concat"},
-    {"name": "one_subject", "prompt": "a photo of <1> on the beach", "subjects": [0], "mode": "concat"},
-    {"name": "two_subjects", "prompt": "<1> to the left of <2> in a garden", "subjects": [0, 1], "mode": "concat"},
-    {"name": "two_subjects_cached", "prompt": "<1> to the left of <2> in a garden", "subjects": [0, 1], "mode": "cached"},
-    {"name": "three_subjects", "prompt": "<1>, <2> and <3> on a shelf", "subjects": [0, 1, 2], "mode": "cached"},
+    {"name": "one_subject", "subjects": 1, "index": 0},
+    {"name": "one_subject_b", "subjects": 1, "index": 1},
+    {"name": "two_subjects", "subjects": 2, "index": 0},
+    {"name": "two_subjects_b", "subjects": 2, "index": 1},
+    {"name": "three_subjects", "subjects": 3, "index": 0},
+    {"name": "text_only", "subjects": 2, "index": 2, "text_only": True},
 ]
+"""Held-out SubjectWorld requests (identities the preset never trained on); ``text_only`` drops
+the references and prompts with class words, to show the text prior."""
 
 
 def _is_demo_gallery(folder: Path) -> bool:
@@ -47,28 +49,35 @@ def _is_demo_gallery(folder: Path) -> bool:
 def run_demo(out: str | Path = "smg-demo", steps: int | None = None, seed: int = 0, progress: bool = True) -> Path:
     """Generate every job in :data:`JOBS` with the tiny preset; returns the gallery folder.
 
-    The folder is written beside its destination and swapped into place when complete. An
-    existing ``out`` is replaced only if it is an earlier demo gallery; anything else (a
-    folder with other files, a file, the current or home folder) is refused with an SMGError.
+    Each row of ``gallery.png`` shows the references, the instruction, the output and the
+    ground truth the instruction describes. The folder is written beside its destination and
+    swapped into place when complete. An existing ``out`` is replaced only if it is an earlier
+    demo gallery; anything else (a folder with other files, a file, the current or home
+    folder) is refused with an SMGError.
     """
+    from .data.subjectworld import SubjectWorld
+    from .gallery import gallery_rows
     from .pipeline import SubjectPipeline
 
     out = Path(out).expanduser().resolve()
     with atomic_folder(out, kind="demo", recognise=_is_demo_gallery) as staging:
-        pipes = {mode: SubjectPipeline.from_preset("tiny", reference_mode=mode) for mode in ("concat", "cached")}
-        subjects = [synthetic_subject(i) for i in range(3)]
-        for i, subject in enumerate(subjects):
-            subject.pil().save(staging / f"subject_{i + 1}_{subject.class_word}.png")
-        index, images, captions = [], [], []
+        pipe = SubjectPipeline.from_preset("tiny")
+        pipe.set_progress_bar_config(disable=not progress)
+        index, rows = [], []
         for job in JOBS:
-            pipe = pipes[job["mode"]]
-            pipe.set_progress_bar_config(disable=not progress)
-            result = pipe(job["prompt"], [subjects[i] for i in job["subjects"]], seed=seed, num_inference_steps=steps)
+            sample = SubjectWorld("heldout", seed=seed, subjects=(job["subjects"],))[job["index"]]
+            text_only = job.get("text_only", False)
+            prompt, subjects = (sample.caption, []) if text_only else (sample.prompt, sample.subjects())
+            result = pipe(prompt, subjects, seed=seed, num_inference_steps=steps)
             file = f"{job['name']}.png"
             result.images[0].save(staging / file)
-            images.append(result.images[0])
-            captions.append(job["name"])
-            index.append({**job, "file": file, "timings_s": {k: round(v, 4) for k, v in result.timings.items()}})
-        contact_sheet(images, captions, columns=len(images)).save(staging / "gallery.png")
+            for k, subject in enumerate(subjects, 1):
+                subject.pil().save(staging / f"{job['name']}_ref{k}.png")
+            shown = [] if text_only else [s.pil() for s in subjects]
+            title = f"{prompt}   (no references: the text prior)" if text_only else prompt
+            rows.append((shown, result.images[0], None if text_only else sample.target, title))
+            index.append({**job, "prompt": prompt, "classes": [i.shape for i in sample.identities], "file": file,
+                          "timings_s": {k: round(v, 4) for k, v in result.timings.items()}})
+        gallery_rows(rows).save(staging / "gallery.png")
         (staging / "index.json").write_text(json.dumps(index, indent=2))
     return out

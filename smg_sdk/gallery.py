@@ -22,3 +22,26 @@ def contact_sheet(images: Sequence[Image.Image], captions: Sequence[str] | None 
         sheet.paste(image.convert("RGB").resize((cell, cell), Image.NEAREST), (x, y))
         draw.text((x + 2, y + cell + 2), caption[: cell // 6], fill="black")
     return sheet
+
+
+def gallery_rows(rows: Sequence[tuple[Sequence[Image.Image], Image.Image, Image.Image | None, str]],
+                 cell: int = 128, gap: int = 6) -> Image.Image:
+    """One row per request: its references, the output and (optionally) the ground truth, with
+    the instruction written above. ``rows`` are ``(references, output, truth or None, text)``."""
+    width = max(len(refs) for refs, _, _, _ in rows)
+    text_height = 18
+    columns = width + 2
+    sheet = Image.new("RGB", (columns * (cell + gap) + gap, len(rows) * (cell + text_height + gap) + gap), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (refs, output, truth, text) in enumerate(rows):
+        y = gap + r * (cell + text_height + gap)
+        draw.text((gap, y + 3), text, fill="black")
+        labelled = [(im, f"reference {k + 1}") for k, im in enumerate(refs)]
+        labelled += [(None, "")] * (width - len(refs)) + [(output, "output"), (truth, "truth")]
+        for c, (image, label) in enumerate(labelled):
+            if image is None:
+                continue
+            x = gap + c * (cell + gap)
+            sheet.paste(image.convert("RGB").resize((cell, cell), Image.NEAREST), (x, y + text_height))
+            draw.text((x + 3, y + text_height + 3), label, fill="black")
+    return sheet
