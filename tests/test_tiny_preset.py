@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smg_sdk.errors import ModelLoadError
 from smg_sdk.presets import tiny as tiny_module
-import torch
 
 from smg_sdk.presets.tiny import TINY_DEFAULTS, TINY_FLUX_PATH, tiny_flux_path
 
