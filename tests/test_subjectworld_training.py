@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 from smg_sdk.presets.tiny import TINY_DEFAULTS, tiny_flux_path
