@@ -95,17 +95,15 @@ class LatentPool:
 def encode_pool(backend: "FluxBackend", config: PretrainConfig, batch: int = 64) -> LatentPool:
     """Encode ``config.pool_size`` caption samples (train identities, class priors) once."""
     from ..data.subjectworld import SubjectWorld
+    from ..training.vae import normalised_latents
 
     world = SubjectWorld("train", "caption", config.seed, side=config.side, prior=config.prior)
-    vae, latents, captions = backend.vae, [], []
+    latents, captions = [], []
     bar = tqdm(total=config.pool_size, desc="encoding targets", disable=not config.progress)
     for start in range(0, config.pool_size, batch):
         samples = [world[i] for i in range(start, min(start + batch, config.pool_size))]
-        pixels = torch.from_numpy(np.stack([s.target_pixels for s in samples])).permute(0, 3, 1, 2)
-        pixels = (pixels.float() / 127.5 - 1.0).to(backend.device, vae.dtype)
-        encoded = vae.encode(pixels).latent_dist.mode()
-        encoded = (encoded - vae.config.shift_factor) * vae.config.scaling_factor
-        latents.append(pack_latents(encoded).to(torch.float32).cpu())
+        encoded = normalised_latents(backend.vae, [s.target_pixels for s in samples], batch)
+        latents.append(pack_latents(encoded).cpu())
         captions += [s.caption for s in samples]
         bar.update(len(samples))
     bar.close()

@@ -43,6 +43,7 @@ from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:  # pragma: no cover
     from diffusers import AutoencoderKL
+    from PIL import Image
 
 SOURCES = ("caption", "target", "reference")
 """Training image sources: caption-kind targets, reference-kind targets, reference renders."""
@@ -493,6 +494,17 @@ def _load_vae_folder(vae: "AutoencoderKL | str | Path") -> "AutoencoderKL":
 
 
 @torch.no_grad()
+@torch.no_grad()
+def normalised_latents(vae: "AutoencoderKL", images: Sequence[np.ndarray], batch_size: int = 32) -> torch.Tensor:
+    """Posterior modes of ``(H, W, 3)`` uint8 images, normalised as FLUX's backend uses them,
+    ``(z - shift_factor) * scaling_factor``: ``(N, C, H/8, W/8)`` float32 on the VAE's device."""
+    parameter = next(vae.parameters())
+    shift, scale = float(vae.config.shift_factor or 0.0), float(vae.config.scaling_factor)
+    chunks = [vae.encode(to_tensor(images[s:s + batch_size]).to(parameter.device, parameter.dtype)).latent_dist.mode()
+              for s in range(0, len(images), batch_size)]
+    return (torch.cat(chunks).float() - shift) * scale
+
+
 def encode_latents(vae: "AutoencoderKL | str | Path", path: str | Path, start: int, count: int, split: str = "train",
                    kind: str = "reference", seed: int = 0, subjects: Sequence[int] = (1, 2, 3, 4), side: int = 128,
                    batch_size: int = 32, dtype: torch.dtype = torch.float16) -> Path:
@@ -511,9 +523,7 @@ def encode_latents(vae: "AutoencoderKL | str | Path", path: str | Path, start: i
     model = _load_vae_folder(vae)
     shift, scale = float(model.config.shift_factor or 0.0), float(model.config.scaling_factor)
     world = SubjectWorld(split=split, kind=kind, seed=seed, subjects=tuple(subjects), side=side)
-    encode = lambda images: torch.cat([  # noqa: E731
-        (model.encode(to_tensor(images[s:s + batch_size])).latent_dist.mode() - shift) * scale
-        for s in range(0, len(images), batch_size)]).to(dtype)
+    encode = lambda images: normalised_latents(model, images, batch_size).to(dtype)  # noqa: E731
     targets, refs, owners = [], [], []
     for row, sample in enumerate(world.samples(count, start)):
         targets.append(sample.target_pixels)
