@@ -67,15 +67,6 @@ def _load_backend(folder: str | Path, vae: str | Path | None = None):
     return backend
 
 
-def _text_pipeline(backend):
-    from ..pipeline import SubjectPipeline
-    from ..plugins.manager import get_registry
-
-    registry = get_registry()
-    return SubjectPipeline(backend, encoders=[registry.build("encoder", "flux-text")],
-                           schedule=registry.build("schedule", "constant"))
-
-
 def _world_eval(pipe, options: RecipeOptions, counts: tuple[int, ...], text_only: bool) -> dict:
     """Mean oracle scores of ``pipe`` on held-out requests (a training evaluation line)."""
     from ..eval.world_eval import WorldEvalConfig, evaluate
@@ -98,7 +89,9 @@ def run_base(options: RecipeOptions, log: Callable[[str], None] = print) -> Path
                             budget_minutes=options.budget_minutes,
                             **{k: v for k, v in (("max_steps", options.steps), ("batch_size", options.batch_size),
                                                  ("pool_size", options.pool_size)) if v is not None})
-    pipe = _text_pipeline(backend)
+    from ..builtin import tiny_pipeline
+
+    pipe = tiny_pipeline(backend)  # requests without subjects use only its text encoder
     evaluate = (lambda step: _world_eval(pipe, options, (1, 2), text_only=True)) if options.eval_samples else None
     result = pretrain(backend, config, evaluate=evaluate, eval_every=options.eval_every or 250, log=log)
     _write_history(Path(options.out), result.losses, result.evaluations)
