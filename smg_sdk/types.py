@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import numbers
 import re
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+import numpy as np
 import torch
 from PIL import Image
 
 from .errors import RequestError
 
 ImageLike = Union[Image.Image, torch.Tensor]
+"""What a subject image may be (file paths and numpy arrays are accepted too)."""
 
 PLACEHOLDER = re.compile(r"<(\d+)>")
 """Subject placeholders in prompts: ``<1>`` is the first subject, ``<2>`` the second..."""
@@ -22,38 +26,44 @@ PLACEHOLDER = re.compile(r"<(\d+)>")
 class Subject:
     """One reference subject: an image plus, optionally, the word naming its class.
 
-    ``image`` is a PIL image or a ``(3, H, W)`` float tensor in ``[0, 1]``.
+    ``image`` is a PIL image (any mode or bit depth), an image file path, a ``(C, H, W)``
+    tensor (C = 1 or 3) or an ``(H, W[, C])`` numpy array; tensors and arrays hold ``uint8``
+    0..255 or float 0..1 values. It is checked and decoded here, once, by
+    :func:`smg_sdk.images.load_image` (EXIF orientation applied, transparency composited on
+    white), so an unusable image raises :class:`RequestError` at construction.
     ``class_word`` ("dog", "backpack") replaces the subject's placeholder in the prompt text
     seen by text encoders. ``index`` is the subject's 0-based position in the request; it is
     filled in by :class:`Request`.
     """
 
-    image: ImageLike
+    image: Any
     class_word: str | None = None
     index: int | None = None
+    _rgb: Image.Image | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.image, torch.Tensor):
-            if self.image.ndim != 3 or self.image.shape[0] not in (1, 3):
-                raise RequestError(
-                    f"Subject image tensor has shape {tuple(self.image.shape)}; "
-                    "pass a (3, H, W) tensor with values in [0, 1] or a PIL image."
-                )
-        elif not isinstance(self.image, Image.Image):
+        from .images import load_image
+
+        self._rgb = load_image(self.image, "Subject.image")
+        word = self.class_word
+        if word is not None and (not isinstance(word, str) or not word.strip() or not _encodable(word)):
             raise RequestError(
-                f"Subject image is a {type(self.image).__name__}; pass a PIL.Image.Image or a (3, H, W) tensor."
+                f"Subject.class_word must be a non-empty string of valid text such as 'dog', or None; got {word!r}."
             )
-        if self.class_word is not None and (not isinstance(self.class_word, str) or not self.class_word.strip()):
-            raise RequestError("Subject.class_word must be a non-empty string such as 'dog', or None.")
 
     def pil(self) -> Image.Image:
-        """The image as an RGB PIL image."""
-        if isinstance(self.image, Image.Image):
-            return self.image.convert("RGB")
-        array = (self.image.detach().float().clamp(0, 1) * 255).round().byte()
-        if array.shape[0] == 1:
-            array = array.expand(3, -1, -1)
-        return Image.fromarray(array.permute(1, 2, 0).cpu().numpy(), "RGB")
+        """The image as an 8-bit RGB PIL image (a copy: changing it does not change the subject)."""
+        assert self._rgb is not None
+        return self._rgb.copy()
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` is valid Unicode (no lone surrogates), so tokenizers can read it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def placeholders_in(prompt: str) -> list[int]:
@@ -61,12 +71,68 @@ def placeholders_in(prompt: str) -> list[int]:
     return [int(m) for m in PLACEHOLDER.findall(prompt)]
 
 
+MAX_SIDE = 4096
+"""Largest height or width in pixels (FLUX's RoPE and VAE work at any size; this bounds memory)."""
+MAX_PIXELS = 4 * 1024 * 1024
+"""Largest height x width: 4 MP, twice FLUX.1's largest training resolution (2 MP); 16,384 image tokens."""
+MAX_STEPS = 1000
+"""Most denoising steps: FLUX's scheduler has 1,000 training timesteps."""
+MAX_BATCH = 64
+"""Most images per call (``num_images_per_prompt`` x candidates)."""
+MAX_SUBJECTS = 16
+"""Most reference subjects in one request."""
+MAX_GUIDANCE = 1000.0
+"""Largest guidance / true-CFG scale (well inside float16/bfloat16 range)."""
+MAX_PROMPT_CHARS = 20_000
+"""Longest prompt in characters (T5 reads at most 512 tokens; longer text would be truncated anyway)."""
+
+
+def as_int(value: Any, name: str, low: int, high: int | None = None, hint: str = "") -> int:
+    """``value`` as a Python int in ``[low, high]`` (numpy integers accepted; bools refused).
+
+    Raises :class:`RequestError` naming ``name`` otherwise.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise RequestError(f"{name} must be an integer{hint}, got {value!r} ({type(value).__name__}).")
+    value = int(value)
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise RequestError(f"{name} must be {bound}{hint}, got {value}.")
+    return value
+
+
+def as_float(value: Any, name: str, low: float, high: float) -> float:
+    """``value`` as a finite float in ``[low, high]`` (numpy numbers accepted; bools refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise RequestError(f"{name} must be a number, got {value!r} ({type(value).__name__}).")
+    number = float(value)
+    if not math.isfinite(number) or not low <= number <= high:
+        raise RequestError(f"{name} must be a finite number between {low:g} and {high:g}, got {value!r}.")
+    return number
+
+
+def check_text(value: Any, name: str, allow_empty: bool = False) -> str:
+    """``value`` as prompt text: a string of valid Unicode, at most :data:`MAX_PROMPT_CHARS` long."""
+    if not isinstance(value, str) or (not allow_empty and not value.strip()):
+        raise RequestError(f"{name} must be a non-empty string, got {value!r}.")
+    if not _encodable(value):
+        raise RequestError(f"{name} holds invalid Unicode (a lone surrogate); pass text that encodes as UTF-8.")
+    if len(value) > MAX_PROMPT_CHARS:
+        raise RequestError(f"{name} has {len(value):,} characters, more than {MAX_PROMPT_CHARS:,}; shorten it.")
+    return value
+
+
 @dataclass
 class Request:
     """Everything one generation call needs, validated on construction.
 
     Placeholders ``<k>`` in the prompt refer to ``subjects[k-1]``. If the prompt has any
-    placeholder it must name every subject, and only subjects that exist.
+    placeholder it must name every subject, and only subjects that exist. Caps (module
+    constants): sides <= :data:`MAX_SIDE` and area <= :data:`MAX_PIXELS`, steps <=
+    :data:`MAX_STEPS`, ``num_images_per_prompt`` <= :data:`MAX_BATCH`, at most
+    :data:`MAX_SUBJECTS` subjects, guidance <= :data:`MAX_GUIDANCE`, prompts <=
+    :data:`MAX_PROMPT_CHARS` characters. ``negative_prompt`` may be ``""`` (as in diffusers).
+    Every problem raises :class:`RequestError` naming the argument.
     """
 
     prompt: str
@@ -83,59 +149,75 @@ class Request:
     size_multiple: int = 16
 
     def __post_init__(self) -> None:
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
-            raise RequestError("The prompt must be a non-empty string.")
+        check_text(self.prompt, "prompt")
+        self._check_subjects()
+        self._check_sizes()
+        self.num_inference_steps = as_int(self.num_inference_steps, "num_inference_steps", 1, MAX_STEPS)
+        self.num_images_per_prompt = as_int(self.num_images_per_prompt, "num_images_per_prompt", 1, MAX_BATCH)
+        for name in ("guidance_scale", "true_cfg_scale"):
+            setattr(self, name, as_float(getattr(self, name), name, 0.0, MAX_GUIDANCE))
+        self._check_randomness()
+        if self.negative_prompt is not None:
+            check_text(self.negative_prompt, "negative_prompt", allow_empty=True)
+        self._check_placeholders()
+        for i, subject in enumerate(self.subjects):
+            subject.index = i
+
+    def _check_subjects(self) -> None:
         if not isinstance(self.subjects, (list, tuple)):
-            raise RequestError("subjects must be a list of Subject objects.")
+            raise RequestError(
+                f"subjects must be a list of Subject objects, got a {type(self.subjects).__name__}; "
+                "wrap images as [Subject(image, 'class word')]."
+            )
         self.subjects = list(self.subjects)
+        if len(self.subjects) > MAX_SUBJECTS:
+            raise RequestError(f"subjects has {len(self.subjects)} entries; at most {MAX_SUBJECTS} are supported.")
         for i, subject in enumerate(self.subjects):
             if not isinstance(subject, Subject):
                 raise RequestError(
                     f"subjects[{i}] is a {type(subject).__name__}; wrap images as Subject(image, 'class word')."
                 )
-        m = self.size_multiple
-        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-            raise RequestError(f"size_multiple must be a positive integer such as 16, got {m!r}.")
+
+    def _check_sizes(self) -> None:
+        m = self.size_multiple = as_int(self.size_multiple, "size_multiple", 1, 1024, " such as 16")
         for name in ("height", "width"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise RequestError(f"{name} must be a positive integer, got {value!r}.")
-            if value % self.size_multiple:
-                lower = max(self.size_multiple, value - value % self.size_multiple)
-                raise RequestError(
-                    f"{name}={value} is not a multiple of {self.size_multiple}; use {lower} or "
-                    f"{lower + self.size_multiple}."
-                )
-        steps = self.num_inference_steps
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise RequestError(f"num_inference_steps must be an integer >= 1, got {steps!r}.")
-        n = self.num_images_per_prompt
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise RequestError(f"num_images_per_prompt must be an integer >= 1, got {n!r}.")
-        for name in ("guidance_scale", "true_cfg_scale"):
-            value = getattr(self, name)
-            not_number = isinstance(value, bool) or not isinstance(value, (int, float))
-            if not_number or (isinstance(value, float) and not math.isfinite(value)) or value < 0:
-                raise RequestError(f"{name} must be a finite number >= 0, got {value!r}.")
+            value = as_int(getattr(self, name), name, 1, MAX_SIDE, f" (a multiple of {m})")
+            setattr(self, name, value)
+            if value % m:
+                lower = max(m, value - value % m)
+                upper = lower + m if lower + m <= MAX_SIDE else lower
+                raise RequestError(f"{name}={value} is not a multiple of {m}; use {lower} or {upper}.")
+        if self.height * self.width > MAX_PIXELS:
+            raise RequestError(
+                f"height x width = {self.height}x{self.width} is {self.height * self.width:,} pixels, more than the "
+                f"{MAX_PIXELS:,} supported; lower height or width."
+            )
+
+    def _check_randomness(self) -> None:
         if self.seed is not None and self.generator is not None:
             raise RequestError("Pass either seed or generator, not both.")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise RequestError(f"seed must be an integer, got {self.seed!r}.")
-        if self.seed is not None and not -(2**63) <= self.seed < 2**64:
-            raise RequestError(f"seed must fit in 64 bits (torch.Generator.manual_seed), got {self.seed!r}.")
+        if self.seed is not None:
+            self.seed = as_int(self.seed, "seed", -(2**63), 2**64 - 1, " (torch.Generator.manual_seed takes 64 bits)")
         if self.generator is not None and not isinstance(self.generator, torch.Generator):
-            raise RequestError("generator must be a torch.Generator.")
-        if self.negative_prompt is not None and not isinstance(self.negative_prompt, str):
-            raise RequestError("negative_prompt must be a string or None.")
-        self._check_placeholders()
-        for i, subject in enumerate(self.subjects):
-            subject.index = i
+            raise RequestError(f"generator must be a torch.Generator, got a {type(self.generator).__name__}.")
+
+    def negative(self) -> "Request":
+        """This request with the negative prompt as its prompt (which may be ``""``), for true CFG."""
+        other = copy.copy(self)
+        other.prompt = self.negative_prompt if self.negative_prompt is not None else ""
+        return other
 
     def _check_placeholders(self) -> None:
+        n = len(self.subjects)
+        wrong = sorted({k for k in placeholders_in(self.negative_prompt or "") if k < 1 or k > n})
+        if wrong:
+            raise RequestError(
+                f"negative_prompt names subject(s) {', '.join(f'<{k}>' for k in wrong)} but {n} subject(s) were "
+                "given; name only subjects that exist."
+            )
         named = placeholders_in(self.prompt)
         if not named:
             return
-        n = len(self.subjects)
         wrong = sorted({k for k in named if k < 1 or k > n})
         if wrong:
             have = f"<1>..<{n}>" if n else "no placeholders (no subjects were given)"

@@ -353,7 +353,8 @@ def test_subject_tensor_pil_round_trip_within_one_step(h, w, seed):
     assert float((back - t).abs().max()) <= 1 / 255 + 1e-6
 
 
-def test_subject_pil_clamps_out_of_range_values():
+def test_subject_refuses_out_of_range_floats():
+    """Issue 13: float values outside [0, 1] are refused, not clamped (0..255 floats would become all white)."""
     t = torch.tensor([[[-1.0, 2.0]], [[0.0, 1.0]], [[0.5, 0.5]]])
-    pixels = list(Subject(t).pil().getdata())
-    assert pixels == [(0, 0, 128), (255, 255, 128)]
+    err = _assert_clean_error(lambda: Subject(t))
+    assert isinstance(err, RequestError) and "[0, 1]" in str(err)
