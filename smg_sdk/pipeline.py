@@ -17,13 +17,14 @@ import torch
 from PIL import Image
 
 from .backends.flux_sampling import CachedReferenceOptions
+from .call_checks import as_subjects, check_call_options, check_latents, run_callback
 from .candidates import batch_groups, encode_shared, stack
 from .conditions import ConditionSet
 from .errors import RequestError
 from .interfaces import Aggregator, AttentionRule, ConditionEncoder, DenoisingSchedule, Planner, Verifier
 from .plugins.manager import get_registry
 from .serialization import load_pipeline, save_pipeline
-from .types import Plan, PipelineOutput, Request, Subject
+from .types import MAX_BATCH, Plan, PipelineOutput, Request, Subject
 
 ComponentSpec = Any
 """A component object, a registered name, ``(name, config)`` or ``{"name": ..., **config}``."""
@@ -55,6 +56,21 @@ def build_component(kind: str, spec: ComponentSpec) -> Any:
         config = {k: v for k, v in spec.items() if k != "name"}
         return registry.build(kind, spec["name"], **config)
     return spec
+
+
+def component_list(specs: Any, name: str) -> list[ComponentSpec]:
+    """``specs`` as a list of component specs; one spec alone (``"flux-text"``) is a list of one."""
+    if specs is None:
+        return []
+    if isinstance(specs, (str, dict)) or (
+        isinstance(specs, tuple) and len(specs) == 2 and isinstance(specs[0], str) and isinstance(specs[1], dict)
+    ):
+        return [specs]
+    if isinstance(specs, (list, tuple)):
+        return list(specs)
+    if hasattr(specs, "__iter__") and not hasattr(specs, "encode") and not hasattr(specs, "aggregate"):
+        return list(specs)
+    return [specs]
 
 
 class SubjectPipeline:
@@ -119,9 +135,9 @@ class SubjectPipeline:
             backend = build_component("backend", backend)
         return cls(
             backend,
-            [build_component("encoder", e) for e in encoders],
-            [build_component("aggregator", a) for a in aggregators],
-            [build_component("rule", r) for r in rules],
+            [build_component("encoder", e) for e in component_list(encoders, "encoders")],
+            [build_component("aggregator", a) for a in component_list(aggregators, "aggregators")],
+            [build_component("rule", r) for r in component_list(rules, "rules")],
             build_component("schedule", schedule),
             build_component("planner", planner),
             build_component("verifier", verifier),
@@ -162,8 +178,11 @@ class SubjectPipeline:
 
     # ------------------------------------------------------------------ running
     def make_request(self, prompt: str, subjects: Sequence[Subject | Image.Image] | None = None, **kwargs: Any) -> Request:
-        """A validated :class:`Request` with this pipeline's defaults filled in."""
-        subjects = [s if isinstance(s, Subject) else Subject(s) for s in (subjects or [])]
+        """A validated :class:`Request` with this pipeline's defaults filled in.
+
+        ``subjects`` may be a list of subjects or images, or a single subject or image.
+        """
+        subjects = as_subjects(subjects)
         values = {k: v for k, v in self.defaults.items() if k in {f.name for f in dataclasses.fields(Request)}}
         values.update({k: v for k, v in kwargs.items() if v is not None})
         values.setdefault("size_multiple", getattr(self.backend, "size_multiple", 16))
@@ -215,13 +234,8 @@ class SubjectPipeline:
         ``generator`` in candidate order, so a candidate's noise does not depend on batching.
         ``callback_on_step_end`` sees the latents of the whole batch.
         """
-        if output_type not in ("pil", "np", "pt", "latent"):
-            raise RequestError(f"output_type must be 'pil', 'np', 'pt' or 'latent', not {output_type!r}.")
-        if isinstance(num_candidates, bool) or not isinstance(num_candidates, int) or num_candidates < 1:
-            raise RequestError(f"num_candidates must be an integer >= 1, got {num_candidates!r}.")
-        batch = candidate_batch_size
-        if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
-            raise RequestError(f"candidate_batch_size must be an integer >= 1 or None, got {candidate_batch_size!r}.")
+        check_call_options(output_type, num_candidates, candidate_batch_size, callback_on_step_end,
+                           cached_references)
         request = self.make_request(
             prompt,
             subjects,
@@ -235,6 +249,12 @@ class SubjectPipeline:
             negative_prompt=negative_prompt,
             true_cfg_scale=true_cfg_scale,
         )
+        if num_candidates * request.num_images_per_prompt > MAX_BATCH:
+            raise RequestError(
+                f"num_candidates x num_images_per_prompt = {num_candidates * request.num_images_per_prompt} images; "
+                f"at most {MAX_BATCH} per call are supported."
+            )
+        latents = check_latents(latents, request, self.backend)
         generator = request.make_generator(self.backend.device)
         timings: dict[str, float] = {}
         clock = time.perf_counter()
@@ -253,7 +273,7 @@ class SubjectPipeline:
 
         step_callback = None
         if callback_on_step_end is not None:
-            step_callback = lambda i, t, tensors: callback_on_step_end(self, i, t, tensors)  # noqa: E731
+            step_callback = functools.partial(run_callback, self, callback_on_step_end)
         rows = request.num_images_per_prompt
         images: list[Any] = [None] * len(plans)
         trace: list[dict[str, float]] = []
@@ -297,24 +317,30 @@ class SubjectPipeline:
         scores: list[float] = []
         candidates = None
         ranking: list[int] = []
-        if self.verifier is not None and output_type == "pil":
+        if self.verifier is not None and output_type != "latent":
             clock = time.perf_counter()
-            scores = [float(s) for s in self.verifier.score(flat, request, used_plans or None)]
+            scores = self._verify(flat, output_type, request, used_plans)
             timings["verify"] = time.perf_counter() - clock
-            if len(scores) != len(flat):
-                raise RequestError(
-                    f"Verifier {type(self.verifier).__name__} returned {len(scores)} scores for {len(flat)} images; "
-                    "it must return one score per image."
-                )
-            ranking = sorted(range(len(flat)), key=lambda i: -scores[i])
-            candidates = list(flat)
-            flat = [flat[i] for i in ranking]
+            ranking = sorted(range(len(scores)), key=lambda i: -scores[i])
+            candidates = list(flat) if output_type == "pil" else flat
+            flat = [flat[i] for i in ranking] if output_type == "pil" else flat[ranking]
             scores = [scores[i] for i in ranking]
             used_plans = [used_plans[i] for i in ranking] if used_plans else []
         return PipelineOutput(
             images=flat, plans=used_plans, scores=scores, candidates=candidates, timings=timings, trace=trace,
             ranking=ranking,
         )
+
+    def _verify(self, flat: Any, output_type: str, request: Request, plans: list[Plan]) -> list[float]:
+        """One verifier score per image; ``"np"``/``"pt"`` outputs are scored as the PIL images they decode to."""
+        images = flat if output_type == "pil" else _to_pil(flat)
+        scores = [float(s) for s in self.verifier.score(images, request, plans or None)]
+        if len(scores) != len(images):
+            raise RequestError(
+                f"Verifier {type(self.verifier).__name__} returned {len(scores)} scores for {len(images)} images; "
+                "it must return one score per image."
+            )
+        return scores
 
     @serialised
     def encode_candidates(
@@ -331,7 +357,7 @@ class SubjectPipeline:
             for plan in plans
         ]
         needs_negative = request.negative_prompt is not None and request.true_cfg_scale > 1
-        negative_request = dataclasses.replace(request, prompt=request.negative_prompt) if needs_negative else None
+        negative_request = request.negative() if needs_negative else None
         encoded, calls = encode_shared(
             self.encoders, self.backend, effective + ([negative_request] if negative_request is not None else [])
         )
@@ -363,6 +389,15 @@ def _split_stackable(group: list[int], sets: Sequence[ConditionSet]) -> list[lis
     """``group`` split so that each part is also stackable in ``sets`` (order kept)."""
     parts = batch_groups([sets[i] for i in group])
     return [[group[j] for j in part] for part in parts]
+
+
+def _to_pil(images: Any) -> list[Image.Image]:
+    """``"np"`` ``(N, H, W, 3)`` or ``"pt"`` ``(N, 3, H, W)`` images in [0, 1] as PIL images."""
+    from diffusers.image_processor import VaeImageProcessor
+
+    if isinstance(images, torch.Tensor):
+        images = images.detach().float().cpu().permute(0, 2, 3, 1).numpy()
+    return VaeImageProcessor.numpy_to_pil(images)
 
 
 def _flatten(chunks: list[Any], output_type: str):

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from ..attention.masks import JointAttentionMask, JointLayout, isolate_independent_streams
 from ..attention.processor import KV, AttentionContext
 from ..conditions import ConditionSet, ConditionStream
-from ..errors import BackendError
+from ..errors import BackendError, RequestError
 from ..latents import pack_latents
 from ..lora import activate_adapters, route_adapter
 from ..positions import grid_ids
@@ -48,6 +48,14 @@ class CachedReferenceOptions:
 
     timestep: Literal["zero", "step"] = "zero"
     recompute_every_step: bool = False
+
+    def __post_init__(self) -> None:
+        if self.timestep not in ("zero", "step"):
+            raise RequestError(f"CachedReferenceOptions.timestep must be 'zero' or 'step', not {self.timestep!r}.")
+        if not isinstance(self.recompute_every_step, bool):
+            raise RequestError(
+                f"CachedReferenceOptions.recompute_every_step must be True or False, not {self.recompute_every_step!r}."
+            )
 
 
 @dataclass
@@ -141,7 +149,7 @@ def _record(
     transformer = backend.transformer
     batch = stream.tokens.shape[0]
     ctx = AttentionContext(mode="record")
-    adapters = dict(backend.adapter_weights)
+    adapters = backend.transformer_adapter_weights()
     if stream.adapter is not None:
         adapters[stream.adapter] = 1.0
     activate_adapters(transformer, adapters)
@@ -185,7 +193,7 @@ def _forward(
     transformer = backend.transformer
     with ExitStack() as stack:
         if inputs.routed:
-            adapters = dict(backend.adapter_weights)
+            adapters = backend.transformer_adapter_weights()
             adapters.update({name: 1.0 for name, _ in inputs.routed})
             activate_adapters(transformer, adapters)
             stack.callback(backend.reset_adapters)

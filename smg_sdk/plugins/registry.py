@@ -12,7 +12,7 @@ import re
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-from ..errors import PluginError, RegistryError
+from ..errors import ConfigError, PluginError, RegistryError, SMGError
 
 KINDS: tuple[str, ...] = (
     "encoder", "aggregator", "rule", "schedule", "planner", "verifier", "judge", "backend", "preset",
@@ -204,6 +204,13 @@ class Registry:
             raise RegistryError(
                 f"{kind} {name!r} has no option {unknown[0]!r}; its options are: {', '.join(accepted) or '(none)'}."
             )
+        required = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                    and p.default is inspect.Parameter.empty and p.name not in config]
+        if required:
+            raise RegistryError(
+                f"{kind} {name!r} needs the option(s) {', '.join(required)}, which have no default; pass them, e.g. "
+                f"({name!r}, {{{required[0]!r}: ...}}), or use a preset that builds it."
+            )
 
     def build(self, kind: str, name: str, **config: Any) -> Any:
         """Call the factory with ``config`` and record ``smg_name``/``smg_config`` on the result.
@@ -213,7 +220,12 @@ class Registry:
         """
         factory = self.get(kind, name)
         self._check_options(kind, name, factory, config)
-        component = factory(**config)
+        try:
+            component = factory(**config)
+        except SMGError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{kind} {name!r} could not be built with options {config!r}: {exc}") from exc
         try:
             setattr(component, "smg_name", name)
             setattr(component, "smg_config", dict(config))
