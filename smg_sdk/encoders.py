@@ -89,7 +89,9 @@ class VAEReferenceEncoder(ConditionEncoder):
 
     ``mode`` is ``"concat"`` or ``"cached"``; ``position`` one of ``omini``, ``kontext``,
     ``uno``; ``adapter`` a stream LoRA to route to these tokens; ``size`` the reference
-    resolution (square side, default: the target's size).
+    box (square side, default: the target's size). References keep their aspect ratio: each is
+    fitted inside the box and padded to whole tokens (policy ``"fit-pad"``, see
+    :mod:`smg_sdk.images`), so a non-square reference has a grid of its own.
     """
 
     reads_prompt = False  # references depend only on the subject images
@@ -118,7 +120,8 @@ class VAEReferenceEncoder(ConditionEncoder):
         h = w = self.size
         if h is None:
             h, w = request.height, request.width
-        encoded = backend.encode_images([s.pil() for s in request.subjects], h, w)
+        encode = getattr(backend, "encode_references", None) or backend.encode_images  # older backends: stretched
+        encoded = encode([s.pil() for s in request.subjects], h, w)
         ids = reference_ids(self.position, backend.token_grid(request.height, request.width), [e.grid for e in encoded])
         streams = [
             ConditionStream(

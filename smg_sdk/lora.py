@@ -135,3 +135,56 @@ def activate_adapters(model: nn.Module, weights: dict[str, float]) -> None:
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
+
+
+# ---------------------------------------------------------------------------------- global LoRA files
+# A LoRA file may touch the transformer, the CLIP text encoder, or both. Everything here goes
+# through peft's layer objects (and diffusers' helpers built on them), not transformers' PEFT
+# integration methods, which refuse to run unless peft is newer than some transformers
+# releases require (transformers 5.24 asks for peft >= 0.22 even to read an adapter back).
+
+
+def adapter_names(model: nn.Module | None) -> set[str]:
+    """Names of the peft adapters ``model`` holds (empty for a model without any)."""
+    return set(getattr(model, "peft_config", None) or {}) if model is not None else set()
+
+
+def delete_adapter(model: nn.Module, name: str) -> None:
+    """Remove adapter ``name`` from every peft layer of ``model`` and from its config."""
+    from diffusers.utils.peft_utils import delete_adapter_layers
+
+    delete_adapter_layers(model, name)
+    config = getattr(model, "peft_config", None)
+    if isinstance(config, dict):
+        config.pop(name, None)
+        if not config and getattr(model, "_hf_peft_config_loaded", None) is not None:
+            del model.peft_config
+            model._hf_peft_config_loaded = False
+
+
+def set_text_encoder_adapters(model: nn.Module, weights: dict[str, float]) -> None:
+    """Make exactly the adapters in ``weights`` active in a text encoder, each scaled by its weight."""
+    from diffusers.utils.peft_utils import set_weights_and_activate_adapters
+
+    held = adapter_names(model)
+    active = {name: w for name, w in weights.items() if name in held}
+    if held:
+        set_weights_and_activate_adapters(model, list(active), list(active.values()))
+
+
+def adapter_tensors(model: nn.Module, name: str) -> dict[str, torch.Tensor]:
+    """Adapter ``name``'s LoRA tensors (peft key format), each its own contiguous copy.
+
+    Converted kohya files share one ``lora_A`` between fused q/k/v layers; safetensors refuses
+    to save tensors that share memory, so every tensor is cloned.
+    """
+    from peft.utils import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(model, adapter_name=name)
+    return {key: value.detach().contiguous().clone() for key, value in state.items()}
+
+
+def adapter_metadata(model: nn.Module, name: str) -> dict:
+    """The adapter's LoraConfig as JSON-friendly values (sets as sorted lists)."""
+    config = model.peft_config[name].to_dict()
+    return {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.items()}

@@ -18,9 +18,19 @@ import torch
 from PIL import Image
 
 from ..attention.processor import install_stream_processors
-from ..errors import BackendError, ModelLoadError
+from ..errors import BackendError, ModelLoadError, SMGError
 from ..latents import pack_latents, unpack_latents
-from ..lora import DEFAULT_TARGET_MODULES, activate_adapters, lora_layers, peft_loaded
+from ..lora import (
+    DEFAULT_TARGET_MODULES,
+    activate_adapters,
+    adapter_metadata,
+    adapter_names,
+    adapter_tensors,
+    delete_adapter,
+    lora_layers,
+    peft_loaded,
+    set_text_encoder_adapters,
+)
 from .flux_sampling import CachedReferenceOptions, DenoiseResult, denoise, predict_velocity
 
 FLUX_COMPONENTS = ("scheduler", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "transformer")
@@ -218,6 +228,23 @@ class FluxBackend:
             out.append(ImageEncoding(pack_latents(latents.to(self.dtype)), self.token_grid(height, width)))
         return out
 
+    @torch.no_grad()
+    def encode_references(self, images: Sequence[Image.Image], height: int, width: int) -> list[ImageEncoding]:
+        """Reference images inside a ``height x width`` box, each on its own grid, never stretched.
+
+        The aspect policy is :func:`smg_sdk.images.fit_reference` (``"fit-pad"``): scale to fit,
+        pad to the next multiple of :attr:`size_multiple`; square images in a square box encode
+        exactly as :meth:`encode_images` would.
+        """
+        from ..images import fit_reference
+
+        out = []
+        for image in images:
+            fitted = fit_reference(image, height, width, self.size_multiple)
+            box = (height, width) if fitted is image else (fitted.height, fitted.width)
+            out.extend(self.encode_images([fitted], *box))
+        return out
+
     # ------------------------------------------------------------------ sampling
     def denoise(self, conditions, **kwargs) -> DenoiseResult:
         """Run the flow-matching sampler; see :func:`smg_sdk.backends.flux_sampling.denoise`."""
@@ -242,29 +269,64 @@ class FluxBackend:
 
     # ------------------------------------------------------------------ adapters
     def load_lora_weights(self, path_or_state_dict, adapter_name: str | None = None, weight: float = 1.0, **kwargs) -> str:
-        """Load a standard FLUX LoRA (diffusers/peft or kohya format) for every token.
+        """Load a standard FLUX LoRA for every token; returns the adapter's name.
 
         This is diffusers' own ``FluxPipeline.load_lora_weights`` on a pipeline sharing this
-        backend's modules, so a file has exactly the effect it has in diffusers. Files must be
-        safetensors (a ``.safetensors`` file, or a folder/repo holding one).
+        backend's modules, so every format it reads (diffusers/peft, kohya ``lora_unet_*`` /
+        ``lora_te1_*`` with ``.alpha``, ComfyUI, XLabs, BFL control, fal Kontext) has exactly the
+        effect it has in diffusers. ``weight`` scales the LoRA on every component it touches
+        (transformer and CLIP text encoder). Loading is all-or-nothing: on any failure the
+        adapter is removed from every component and :class:`ModelLoadError` is raised. Files
+        must be safetensors (a ``.safetensors`` file, or a folder/repo holding one).
         """
-        from safetensors import SafetensorError
+        from ..types import MAX_GUIDANCE, as_float
 
+        weight = as_float(weight, "weight", -MAX_GUIDANCE, MAX_GUIDANCE)
         source = _safetensors_only(path_or_state_dict, kwargs)
-        pipe = self.as_diffusers_pipeline()
-        before = set(getattr(self.transformer, "peft_config", {}) or {})
         with self.lock:
+            before = {key: adapter_names(model) for key, model in self._lora_models().items()}
+            taken = set().union(*before.values()) | self.stream_adapters
+            if adapter_name is not None and (not isinstance(adapter_name, str) or adapter_name in taken):
+                raise ModelLoadError(
+                    f"adapter_name {adapter_name!r} is already loaded or not a string; pick another name."
+                )
             try:
-                pipe.load_lora_weights(source, adapter_name=adapter_name, **kwargs)
-            except (OSError, ValueError, KeyError, SafetensorError) as exc:
-                raise ModelLoadError(f"Could not load LoRA weights from {_label(path_or_state_dict)}: {exc}") from exc
-            added = sorted(set(self.transformer.peft_config) - before)
-            name = adapter_name or (added[0] if added else None)
-            if name is None:
-                raise ModelLoadError(f"The LoRA {_label(path_or_state_dict)} added no adapter to the transformer.")
-            self.adapter_weights[name] = float(weight)
+                name = self._load_global_lora(source, adapter_name, before, kwargs)
+            except BaseException as exc:
+                self._drop_new_adapters(before)
+                if isinstance(exc, SMGError) or not isinstance(exc, Exception):
+                    raise
+                raise ModelLoadError(
+                    f"Could not load LoRA weights from {_label(path_or_state_dict)} into this FLUX "
+                    f"({type(exc).__name__}: {exc}); nothing was loaded. Check the file is a FLUX LoRA for this model."
+                ) from exc
+            self.adapter_weights[name] = weight
             self.reset_adapters()
+            set_text_encoder_adapters(self.text_encoder, self.adapter_weights)
         return name
+
+    def _lora_models(self) -> dict[str, Any]:
+        """The components a global LoRA file can touch."""
+        return {"transformer": self.transformer, "text_encoder": self.text_encoder}
+
+    def _load_global_lora(self, source: Any, adapter_name: str | None, before: dict[str, set[str]],
+                          kwargs: dict[str, Any]) -> str:
+        """diffusers' loader; returns the new adapter's name (raises if it added none)."""
+        self.as_diffusers_pipeline().load_lora_weights(source, adapter_name=adapter_name, **kwargs)
+        added = set().union(*(adapter_names(m) - before[k] for k, m in self._lora_models().items()))
+        if not added:
+            raise ModelLoadError(
+                f"The LoRA {_label(source)} matched no layer of this FLUX's transformer or text encoder; "
+                "nothing was loaded. Check it was trained for FLUX.1."
+            )
+        return adapter_name or sorted(added)[0]
+
+    def _drop_new_adapters(self, before: dict[str, set[str]]) -> None:
+        """Undo a failed load: remove adapters that were not there before from every component."""
+        for key, model in self._lora_models().items():
+            for name in adapter_names(model) - before[key]:
+                delete_adapter(model, name)
+        self.reset_adapters()
 
     def add_stream_adapter(
         self,
@@ -312,31 +374,38 @@ class FluxBackend:
             self.reset_adapters()
 
     def adapter_state_dict(self, name: str) -> dict[str, torch.Tensor]:
-        """The adapter's LoRA tensors in diffusers' saved-LoRA key format (without prefix)."""
-        from peft.utils import get_peft_model_state_dict
-
+        """The adapter's transformer LoRA tensors in diffusers' saved-LoRA key format (without prefix)."""
         if not lora_layers(self.transformer, name):
             raise BackendError(f"No adapter named {name!r} in the transformer.")
-        return get_peft_model_state_dict(self.transformer, adapter_name=name)
+        return adapter_tensors(self.transformer, name)
 
     def save_adapter(self, name: str, folder: str | Path) -> Path:
-        """Write adapter ``name`` as a diffusers LoRA file that FluxPipeline.load_lora_weights reads."""
+        """Write adapter ``name`` (its transformer and text-encoder parts) as a diffusers LoRA file.
+
+        ``FluxPipeline.load_lora_weights`` (and :meth:`load_lora_weights`) read it back exactly.
+        """
         from diffusers import FluxPipeline
 
-        config = self.transformer.peft_config[name].to_dict()
-        config = {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.items()}
+        parts: dict[str, Any] = {}
+        for key, model in self._lora_models().items():
+            if name in adapter_names(model):
+                parts[f"{key}_lora_layers"] = adapter_tensors(model, name)
+                parts[f"{key}_lora_adapter_metadata"] = adapter_metadata(model, name)
+        if not parts:
+            raise BackendError(f"No adapter named {name!r} in the transformer or the text encoder.")
         folder = Path(folder)
-        FluxPipeline.save_lora_weights(
-            save_directory=str(folder),
-            transformer_lora_layers=self.adapter_state_dict(name),
-            transformer_lora_adapter_metadata=config,
-        )
+        FluxPipeline.save_lora_weights(save_directory=str(folder), **parts)
         return folder / "pytorch_lora_weights.safetensors"
+
+    def transformer_adapter_weights(self) -> dict[str, float]:
+        """The global adapters the transformer holds, with their weights (text-encoder-only LoRAs left out)."""
+        held = adapter_names(self.transformer)
+        return {name: w for name, w in self.adapter_weights.items() if name in held}
 
     def reset_adapters(self) -> None:
         """The resting state: every global adapter on, every stream adapter off."""
         if peft_loaded(self.transformer):
-            activate_adapters(self.transformer, dict(self.adapter_weights))
+            activate_adapters(self.transformer, self.transformer_adapter_weights())
 
     # ------------------------------------------------------------------ saving
     def save_pretrained(self, folder: str | Path, include_base: bool | None = None) -> dict[str, Any]:
