@@ -72,23 +72,48 @@ def _quiet_loading() -> None:
 
 
 def _parse_subject(spec: str):
-    """``path.png`` or ``path.png:class word`` -> Subject (the last ':' splits, so paths may hold ':')."""
-    from pathlib import Path
+    """``path.png`` or ``path.png:class word`` -> Subject (the last ':' splits, so paths may hold ':').
 
-    from PIL import Image, UnidentifiedImageError
+    The image is read by :func:`smg_sdk.images.load_image` (EXIF orientation, bit depth, transparency).
+    """
+    from pathlib import Path
 
     from .errors import RequestError
     from .types import Subject
 
     path, _, word = spec.rpartition(":") if ":" in spec and not Path(spec).exists() else (spec, "", "")
-    file = Path(path)
-    if not file.is_file():
-        raise RequestError(f"Subject image {path!r} does not exist; pass --subject path/to/image.png[:class word].")
     try:
-        image = Image.open(file).convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise RequestError(f"Subject image {path!r} could not be read as an image ({exc}).") from exc
-    return Subject(image, word.strip() or None)
+        return Subject(path, word.strip() or None)
+    except RequestError as exc:
+        raise RequestError(f"--subject {spec!r}: {str(exc).replace('Subject.image ', '', 1)} "
+                           "Pass --subject path/to/image.png[:class word].") from exc
+
+
+def check_output_path(out) -> None:
+    """Refuse an ``--out`` that cannot be written, before any model loads.
+
+    ``out`` must end in .png/.jpg/.jpeg/.webp, must not be a folder, no existing part of its
+    parent path may be a file, and the nearest existing parent folder must be writable.
+    """
+    import os
+    from pathlib import Path
+
+    from .errors import RequestError
+
+    out = Path(out)
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+        raise RequestError(f"--out {str(out)!r} must end in .png, .jpg or .webp.")
+    if out.is_dir():
+        raise RequestError(f"--out {str(out)!r} is a folder; name an image file inside it, e.g. {str(out / 'out.png')!r}.")
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise RequestError(f"--out {str(out)!r} cannot be created: {str(parent)!r} is a file, not a folder.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RequestError(f"--out {str(out)!r} cannot be written: folder {str(parent)!r} is not writable.")
+    if out.exists() and not os.access(out, os.W_OK) and not os.access(out.parent, os.W_OK):
+        raise RequestError(f"--out {str(out)!r} exists and cannot be replaced.")
 
 
 def _preset_options(pairs: list[str]) -> dict[str, object]:
@@ -191,8 +216,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .gallery import contact_sheet
 
     out = Path(args.out)
-    if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
-        raise RequestError(f"--out {args.out!r} must end in .png, .jpg or .webp.")
+    check_output_path(out)
     subjects = [_parse_subject(s) for s in args.subject]
     _quiet_loading()
     pipe = _load_pipeline(args)
