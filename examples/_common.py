@@ -9,10 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from PIL import Image
-
 from smg_sdk import Subject
 from smg_sdk.demo import synthetic_subject
+from smg_sdk.images import load_image
 
 DREAMBENCH = Path(__file__).resolve().parents[2] / "shared" / "dreambench" / "images"
 CLASSES = {"dog": "dog", "cat": "cat", "backpack": "backpack", "teapot": "teapot", "duck_toy": "duck toy"}
@@ -24,7 +23,7 @@ def subjects(names: list[str]) -> list[Subject]:
     for i, name in enumerate(names):
         photo = DREAMBENCH / name / "00.jpg"
         if photo.is_file():
-            out.append(Subject(Image.open(photo).convert("RGB"), CLASSES.get(name, name.replace("_", " "))))
+            out.append(Subject(load_image(photo, str(photo)), CLASSES.get(name, name.replace("_", " "))))
         else:
             out.append(synthetic_subject(i))
     return out

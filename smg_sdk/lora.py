@@ -185,6 +185,17 @@ def adapter_tensors(model: nn.Module, name: str) -> dict[str, torch.Tensor]:
 
 
 def adapter_metadata(model: nn.Module, name: str) -> dict:
-    """The adapter's LoraConfig as JSON-friendly values (sets as sorted lists)."""
-    config = model.peft_config[name].to_dict()
-    return {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.items()}
+    """The adapter's LoraConfig as JSON values (sets as sorted lists; alphas read from files as floats)."""
+    return _json_safe(model.peft_config[name].to_dict())
+
+
+def _json_safe(value):
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, set):
+        return sorted(_json_safe(v) for v in value)
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
