@@ -79,3 +79,57 @@ def test_hooks_see_seeded_rng(tiny_path, tmp_path):
     seen.clear()
     make_trainer(tiny_path, tmp_path / "b", steps=2, hooks=[Record()]).train()
     assert seen == first and len(set(first)) == 2
+
+
+@pytest.mark.parametrize("mode", ["concat", "cached"])
+def test_batched_loss_equals_mean_of_sample_losses(tiny_path, tmp_path, mode, monkeypatch):
+    """Stackable samples run as one transformer batch, each with its own seeded noise and level."""
+    from smg_sdk.training import trainer as trainer_module
+
+    trainer = make_trainer(tiny_path, tmp_path, mode=mode)
+    trainer.config.batch_size = 3
+    calls = []
+    velocity = trainer.backend.velocity
+    monkeypatch.setattr(trainer.backend, "velocity", lambda c, x, s, **k: calls.append(len(x)) or velocity(c, x, s, **k))
+    with torch.no_grad():
+        batched = trainer.batch_loss(step=5)
+        assert calls == [3]
+        singles = [trainer.sample_loss(trainer.sample_at(5, i),
+                                       torch.Generator().manual_seed(trainer_module._seed(0, 5, i, 2)))
+                   for i in range(3)]
+    assert torch.allclose(batched, torch.stack(singles).mean(), rtol=1e-4, atol=1e-6)
+
+
+def test_samples_group_by_structure_in_any_order(tiny_path, tmp_path):
+    """One- and two-subject samples interleaved still make one batch per structure."""
+    from smg_sdk.training.trainer import _structure_groups
+
+    trainer = make_trainer(tiny_path, tmp_path)
+    one = TrainingSample([Subject(make_image(1), "dog")], "<1> on grass", make_image(2))
+    two = TrainingSample([Subject(make_image(3), "dog"), Subject(make_image(4), "cat")], "<1> and <2>", make_image(5))
+    conditions = [trainer.pipeline.encode(trainer._request(s)) for s in (one, two, one, two, one)]
+    assert _structure_groups(conditions) == [[0, 2, 4], [1, 3]]
+
+
+def test_cached_encodings_give_the_same_losses(tiny_path, tmp_path):
+    plain = make_trainer(tiny_path, tmp_path / "plain", steps=4).train()
+    cached_trainer = make_trainer(tiny_path, tmp_path / "cached", steps=4)
+    cached_trainer.config.cache_encodings = True
+    cached = cached_trainer.train()
+    assert len(cached_trainer._encoded) == 3  # the whole dataset, encoded once
+    assert cached.losses == pytest.approx(plain.losses, rel=1e-5)
+
+
+def test_cached_encodings_refuse_sample_changing_hooks(tiny_path, tmp_path):
+    class Flip(TrainerHook):
+        def on_sample(self, sample, rng):
+            return sample
+
+    from smg_sdk.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cache_encodings"):
+        backend = FluxBackend.from_pretrained(tiny_path, max_sequence_length=32)
+        backend.add_stream_adapter("subject", rank=4)
+        pipe = SubjectPipeline(backend, [FluxTextEncoder(), VAEReferenceEncoder(adapter="subject")])
+        config = TrainerConfig(output_dir=str(tmp_path), cache_encodings=True, progress=False)
+        FlowMatchingTrainer(pipe, adapter_parameters(backend.transformer, "subject"), dataset(), config, [Flip()])

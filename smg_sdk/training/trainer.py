@@ -54,6 +54,9 @@ class TrainerConfig:
     checkpoint_every: int = 50
     max_grad_norm: float | None = 1.0
     progress: bool = True
+    cache_encodings: bool = False
+    """Encode each dataset sample (conditions and target latents) once and reuse it in later epochs:
+    for frozen encoders and no sample-changing hooks (checked), on a dataset of fixed samples."""
 
     def __post_init__(self) -> None:
         if isinstance(self.output_dir, os.PathLike):
@@ -74,11 +77,12 @@ class TrainerConfig:
             _check_number("max_grad_norm", self.max_grad_norm, positive=True)
         if self.timestep_sampling not in ("logit_normal", "uniform"):
             raise ConfigError(f"timestep_sampling must be 'logit_normal' or 'uniform', not {self.timestep_sampling!r}.")
-        if not isinstance(self.progress, bool):
-            raise ConfigError(f"progress must be True or False, got {self.progress!r}.")
+        for name in ("progress", "cache_encodings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}.")
 
 
-RESUME_MAY_CHANGE = ("output_dir", "max_steps", "checkpoint_every", "progress")
+RESUME_MAY_CHANGE = ("output_dir", "max_steps", "checkpoint_every", "progress", "cache_encodings")
 """Settings a resumed run may change; any other difference from the checkpoint's run is refused."""
 
 
@@ -135,6 +139,20 @@ def adapter_parameters(transformer: nn.Module, adapter: str) -> dict[str, nn.Par
     return params
 
 
+def _structure_groups(conditions: Sequence[Any]) -> list[list[int]]:
+    """Indices of ``conditions`` grouped by stackable structure (any order; see ``candidates.can_stack``)."""
+    from ..candidates import can_stack
+
+    groups: list[list[int]] = []
+    for i, c in enumerate(conditions):
+        group = next((g for g in groups if can_stack(conditions[g[0]], c)), None)
+        if group is None:
+            groups.append([i])
+        else:
+            group.append(i)
+    return groups
+
+
 def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
@@ -168,6 +186,22 @@ class FlowMatchingTrainer:
             list(self.trainable.values()), lr=config.learning_rate, weight_decay=config.weight_decay
         )
         self.optimizer = self.accelerator.prepare(optimizer)
+        self._encoded: dict[int, tuple] = {}
+        if config.cache_encodings:
+            self._check_cacheable()
+
+    def _check_cacheable(self) -> None:
+        """Refuse ``cache_encodings`` when an encoding could change between epochs."""
+        changing = [type(h).__name__ for h in self.hooks if type(h).on_sample is not TrainerHook.on_sample]
+        if changing:
+            raise ConfigError(f"cache_encodings=True cannot be used with hook {changing[0]} (it changes samples "
+                              "per step); set cache_encodings=False.")
+        encoding = [self.backend.vae, self.backend.text_encoder, self.backend.text_encoder_2]
+        encoding += [c for c in self.pipeline.encoders + self.pipeline.aggregators if isinstance(c, nn.Module)]
+        frozen = {id(p) for m in encoding for p in m.parameters()}
+        if any(id(p) in frozen for p in self.trainable.values()):
+            raise ConfigError("cache_encodings=True needs frozen encoders and aggregators, but a trainable "
+                              "parameter belongs to one; set cache_encodings=False.")
 
     def _freeze_all_but_trainable(self) -> None:
         modules = [getattr(self.backend, n) for n in ("transformer", "vae", "text_encoder", "text_encoder_2")]
@@ -178,41 +212,90 @@ class FlowMatchingTrainer:
             p.requires_grad_(True)
 
     # ------------------------------------------------------------------ samples and loss
-    def sample_at(self, step: int, index: int) -> TrainingSample:
-        """The sample used at ``(step, index)``: an epoch-wise permutation, seeded."""
+    def dataset_index(self, step: int, index: int) -> int:
+        """The dataset row used at ``(step, index)``: an epoch-wise permutation, seeded."""
         flat = step * self.config.batch_size + index
         n = len(self.dataset)
-        order = np.random.default_rng(_seed(self.config.seed, flat // n)).permutation(n)
-        sample = self.dataset[int(order[flat % n])]
+        return int(np.random.default_rng(_seed(self.config.seed, flat // n)).permutation(n)[flat % n])
+
+    def sample_at(self, step: int, index: int) -> TrainingSample:
+        """The sample used at ``(step, index)``, after the hooks."""
+        sample = self.dataset[self.dataset_index(step, index)]
         rng = random.Random(_seed(self.config.seed, step, index, 1))
         for hook in self.hooks:
             sample = hook.on_sample(sample, rng)
         return sample
 
-    def sample_loss(self, sample: TrainingSample, generator: torch.Generator) -> torch.Tensor:
-        """Flow-matching loss of one sample with noise and level drawn from ``generator``."""
-        cfg, backend = self.config, self.backend
-        request = Request(prompt=sample.prompt, subjects=list(sample.subjects), height=cfg.height, width=cfg.width,
-                          num_inference_steps=1, size_multiple=backend.size_multiple)
-        conditions = self.pipeline.encode(request)
-        x0 = backend.encode_images([sample.target], cfg.height, cfg.width)[0].tokens
+    def _request(self, sample: TrainingSample) -> Request:
+        cfg = self.config
+        return Request(prompt=sample.prompt, subjects=list(sample.subjects), height=cfg.height, width=cfg.width,
+                       num_inference_steps=1, size_multiple=self.backend.size_multiple)
+
+    def _noise(self, x0: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Noise like ``x0`` (L, C) and a level ``sigma`` (1,), drawn from ``generator`` in that order."""
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
-        if cfg.timestep_sampling == "logit_normal":
+        if self.config.timestep_sampling == "logit_normal":
             sigma = torch.sigmoid(torch.randn(1, generator=generator))
         else:
             sigma = torch.rand(1, generator=generator)
-        sigma = sigma.to(x0.device, x0.dtype)
-        noisy = (1 - sigma) * x0 + sigma * noise
-        pred = backend.velocity(conditions, noisy, sigma, height=cfg.height, width=cfg.width,
-                                guidance_scale=cfg.guidance_scale, rules=self.pipeline.rules, request=request)
-        return torch.nn.functional.mse_loss(pred.float(), (noise - x0).float())
+        return noise, sigma.to(x0.device, x0.dtype)
+
+    def _rows_loss(self, requests: list[Request], conditions, x0: torch.Tensor, noise: torch.Tensor,
+                   sigmas: torch.Tensor) -> torch.Tensor:
+        """Per-row flow-matching MSE ``(B,)`` of packed targets ``x0`` (B, L, C) at levels ``sigmas`` (B,)."""
+        cfg = self.config
+        noisy = (1 - sigmas[:, None, None]) * x0 + sigmas[:, None, None] * noise
+        pred = self.backend.velocity(conditions, noisy, sigmas, height=cfg.height, width=cfg.width,
+                                     guidance_scale=cfg.guidance_scale, rules=self.pipeline.rules,
+                                     request=requests[0])
+        return ((pred.float() - (noise - x0).float()) ** 2).mean(dim=(1, 2))
+
+    def sample_loss(self, sample: TrainingSample, generator: torch.Generator) -> torch.Tensor:
+        """Flow-matching loss of one sample with noise and level drawn from ``generator``."""
+        request = self._request(sample)
+        conditions = self.pipeline.encode(request)
+        x0 = self.backend.encode_images([sample.target], self.config.height, self.config.width)[0].tokens
+        noise, sigma = self._noise(x0, generator)
+        return self._rows_loss([request], conditions, x0, noise, sigma)[0]
 
     def batch_loss(self, step: int) -> torch.Tensor:
-        losses = []
-        for i in range(self.config.batch_size):
-            generator = torch.Generator().manual_seed(_seed(self.config.seed, step, i, 2))
-            losses.append(self.sample_loss(self.sample_at(step, i), generator))
-        return torch.stack(losses).mean()
+        """Mean loss of the step's samples; samples whose conditions stack run as one transformer batch.
+
+        Each sample keeps its own noise and level (seeded by ``(seed, step, index)``), so the value
+        equals the mean of :meth:`sample_loss` up to float rounding. Pipelines with attention rules
+        run sample by sample (a rule sees one request).
+        """
+        from ..candidates import stack
+
+        cfg = self.config
+        encoded = [self._encoding(step, i) for i in range(cfg.batch_size)]
+        requests, conditions, targets = (list(column) for column in zip(*encoded))
+        drawn = [self._noise(t, torch.Generator().manual_seed(_seed(cfg.seed, step, i, 2)))
+                 for i, t in enumerate(targets)]
+        groups = [[i] for i in range(len(encoded))] if self.pipeline.rules else _structure_groups(conditions)
+        total = torch.zeros((), device=self.backend.device)
+        for group in groups:
+            x0 = torch.cat([targets[i] for i in group])
+            noise = torch.cat([drawn[i][0] for i in group])
+            sigmas = torch.cat([drawn[i][1] for i in group])
+            rows = self._rows_loss([requests[i] for i in group], stack([conditions[i] for i in group]), x0, noise,
+                                   sigmas)
+            total = total + rows.sum()
+        return total / len(encoded)
+
+    def _encoding(self, step: int, index: int) -> tuple[Request, Any, torch.Tensor]:
+        """(request, conditions, packed target latents (1, L, C)) of the sample at ``(step, index)``."""
+        row = self.dataset_index(step, index)
+        if row in self._encoded:
+            return self._encoded[row]
+        sample = self.sample_at(step, index)
+        request = self._request(sample)
+        cfg = self.config
+        x0 = self.backend.encode_images([sample.target], cfg.height, cfg.width)[0].tokens
+        encoded = (request, self.pipeline.encode(request), x0)
+        if cfg.cache_encodings:
+            self._encoded[row] = encoded
+        return encoded
 
     @torch.no_grad()
     def evaluate(self, samples: Sequence[TrainingSample], seed: int = 1234) -> float:
