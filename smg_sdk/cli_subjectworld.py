@@ -88,6 +88,11 @@ def cmd_train_subjectworld(args: argparse.Namespace) -> int:
             raise RequestError(f"--{name.replace('_', '-')} must be >= 1, got {value}.")
     if args.budget_minutes is not None and not args.budget_minutes > 0:
         raise RequestError(f"--budget-minutes must be > 0, got {args.budget_minutes}.")
+    if args.learning_rate is not None and not 0 < args.learning_rate < 1:
+        raise RequestError(f"--learning-rate must be in (0, 1), e.g. 5e-4; got {args.learning_rate}.")
+    subjects = _counts(args.subjects) if args.subjects is not None else None
+    if subjects is not None and (not subjects or any(not 1 <= k <= 6 for k in subjects)):
+        raise RequestError(f"--subjects must be subject counts in 1..6 (e.g. 1,2), got {args.subjects!r}.")
     _writable(args.out, "subjectworld-run")
     from .atomic import claim_output_folder
 
@@ -96,7 +101,7 @@ def cmd_train_subjectworld(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     options = RecipeOptions(str(out), args.start_from, args.vae, args.budget_minutes, args.steps, args.batch_size,
                             args.seed, args.eval_samples, args.eval_every, progress=not args.quiet,
-                            pool_size=args.pool_size)
+                            pool_size=args.pool_size, subjects=subjects, learning_rate=args.learning_rate)
     print(f"wrote {run_recipe(args.recipe, options)}")
     return 0
 
@@ -143,7 +148,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    p.add_argument("--pool-size", type=int, default=None, help="base: caption samples encoded once (default 8192)")
+    p.add_argument("--pool-size", type=int, default=None, help="training samples, each encoded once (default: base 8192 caption scenes, "
+                        "reference-lora 4096 reference -> target pairs)")
+    p.add_argument("--subjects", default=None,
+                   help="subject counts of the training scenes (default: base 1,2,3,4; reference-lora 1,2)")
+    p.add_argument("--learning-rate", type=float, default=None,
+                   help="transformer (base) or LoRA learning rate (default: base 5e-4, reference-lora 1e-3)")
     p.add_argument("--eval-samples", type=int, default=8, help="held-out requests per evaluation (0: none)")
     p.add_argument("--eval-every", type=int, default=None, help="steps between evaluation lines")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -52,6 +52,7 @@ class PretrainConfig:
     side: int = 128
     pool_size: int = 8192
     prior: float = 0.9
+    subjects: tuple[int, ...] = (1, 2, 3, 4)
     guidance_range: tuple[float, float] = (1.0, 5.0)
     checkpoint_every: int = 250
     budget_minutes: float | None = None
@@ -72,6 +73,9 @@ class PretrainConfig:
         if self.budget_minutes is not None and not self.budget_minutes > 0:
             raise ConfigError(f"PretrainConfig.budget_minutes must be > 0 or None, got {self.budget_minutes!r}.")
         self.guidance_range = tuple(float(g) for g in self.guidance_range)
+        self.subjects = tuple(int(k) for k in self.subjects)
+        if not self.subjects or any(not 1 <= k <= 6 for k in self.subjects):
+            raise ConfigError(f"PretrainConfig.subjects must be subject counts in 1..6, got {self.subjects!r}.")
 
     def run_config(self) -> dict:
         """The settings a resumed run must share with the checkpoint (not output place, budget, display)."""
@@ -79,6 +83,9 @@ class PretrainConfig:
         for name in ("output_dir", "budget_minutes", "progress", "max_steps", "checkpoint_every"):
             data.pop(name)
         data["guidance_range"] = list(data["guidance_range"])
+        data["subjects"] = list(data["subjects"])
+        if data["subjects"] == [1, 2, 3, 4]:  # the default before it was an option: old checkpoints resume
+            data.pop("subjects")
         return data
 
 
@@ -97,7 +104,8 @@ def encode_pool(backend: "FluxBackend", config: PretrainConfig, batch: int = 64)
     from ..data.subjectworld import SubjectWorld
     from ..training.vae import normalised_latents
 
-    world = SubjectWorld("train", "caption", config.seed, side=config.side, prior=config.prior)
+    world = SubjectWorld("train", "caption", config.seed, subjects=config.subjects, side=config.side,
+                         prior=config.prior)
     latents, captions = [], []
     bar = tqdm(total=config.pool_size, desc="encoding targets", disable=not config.progress)
     for start in range(0, config.pool_size, batch):

@@ -46,6 +46,8 @@ class RecipeOptions:
     eval_every: int | None = None
     progress: bool = True
     pool_size: int | None = None
+    subjects: tuple[int, ...] | None = None
+    learning_rate: float | None = None
 
 
 def _eval_steps() -> int:
@@ -88,7 +90,8 @@ def run_base(options: RecipeOptions, log: Callable[[str], None] = print) -> Path
     config = PretrainConfig(str(Path(options.out) / "checkpoints"), seed=options.seed, progress=options.progress,
                             budget_minutes=options.budget_minutes,
                             **{k: v for k, v in (("max_steps", options.steps), ("batch_size", options.batch_size),
-                                                 ("pool_size", options.pool_size)) if v is not None})
+                                                 ("pool_size", options.pool_size), ("subjects", options.subjects),
+                                                 ("learning_rate", options.learning_rate)) if v is not None})
     from ..builtin import tiny_pipeline
 
     pipe = tiny_pipeline(backend)  # requests without subjects use only its text encoder
@@ -138,12 +141,12 @@ def run_reference_lora(options: RecipeOptions, log: Callable[[str], None] = prin
     backend = _load_backend(options.start_from or tiny_flux_path(), options.vae)
     backend.add_stream_adapter(SUBJECT_ADAPTER, rank=16)
     pipe = tiny_pipeline(backend, adapter=SUBJECT_ADAPTER)
-    world = SubjectWorld("train", "reference", options.seed, subjects=(1, 2))
-    data = _LazySamples(world, 200_000)
+    world = SubjectWorld("train", "reference", options.seed, subjects=options.subjects or (1, 2))
+    data = _LazySamples(world, options.pool_size or 4096)  # encoded once each (cache_encodings)
     config = TrainerConfig(str(Path(options.out) / "checkpoints"), max_steps=options.steps or 1500,
-                           batch_size=options.batch_size or 8, learning_rate=1e-3, seed=options.seed,
+                           batch_size=options.batch_size or 8, learning_rate=options.learning_rate or 1e-3, seed=options.seed,
                            height=128, width=128, guidance_scale=3.5, checkpoint_every=100,
-                           progress=options.progress)
+                           progress=options.progress, cache_encodings=True)
     evaluations: list[dict] = []
 
     class EvalHook(TrainerHook):
