@@ -280,9 +280,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one ``smg ...: error: ...`` line (exit 2), like every other error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``smg`` parser; each subparser stores its ``cmd_*`` function as ``func``."""
-    parser = argparse.ArgumentParser(prog="smg", description="smg-sdk: subject-driven image generation.")
+    parser = OneLineParser(prog="smg", description="smg-sdk: subject-driven image generation.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("plugins", help="list installed plugins and what they register")

@@ -52,3 +52,18 @@ def make_image(seed: int, size: int = 64) -> Image.Image:
 @pytest.fixture()
 def images():
     return [make_image(i) for i in range(3)]
+
+
+# Hypothesis: the kept fuzz suite (tests/test_fuzz_inputs.py) sets its own example counts; the
+# profile fixes what CI needs: no deadline (a shared 2-core machine is noisy), no example
+# database written into the checkout, and derandomised runs so CI results are reproducible.
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile(
+    "ci", deadline=None, derandomize=True, database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
+settings.register_profile(
+    "dev", deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
