@@ -101,7 +101,8 @@ def cmd_train_subjectworld(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     options = RecipeOptions(str(out), args.start_from, args.vae, args.budget_minutes, args.steps, args.batch_size,
                             args.seed, args.eval_samples, args.eval_every, progress=not args.quiet,
-                            pool_size=args.pool_size, subjects=subjects, learning_rate=args.learning_rate)
+                            pool_size=args.pool_size, subjects=subjects, learning_rate=args.learning_rate,
+                            lr_schedule=args.lr_schedule)
     print(f"wrote {run_recipe(args.recipe, options)}")
     return 0
 
@@ -154,6 +155,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="subject counts of the training scenes (default: base 1,2,3,4; reference-lora 1,2)")
     p.add_argument("--learning-rate", type=float, default=None,
                    help="transformer (base) or LoRA learning rate (default: base 5e-4, reference-lora 1e-3)")
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default=None,
+                   help="base: constant after warm-up (default), or a cosine to 0 at --steps")
     p.add_argument("--eval-samples", type=int, default=8, help="held-out requests per evaluation (0: none)")
     p.add_argument("--eval-every", type=int, default=None, help="steps between evaluation lines")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -81,3 +81,22 @@ def test_train_command_bad_input_is_one_line(tmp_path):
         lines = run.stderr.strip().splitlines()
         assert run.returncode == 2 and len(lines) == 1 and says in lines[0], run.stderr
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_learning_rate_schedules_and_their_resume_keys(tmp_path):
+    import pytest
+
+    from smg_sdk.backends.flux_pretrain import PretrainConfig, lr_factor
+    from smg_sdk.errors import ConfigError
+
+    constant = PretrainConfig(str(tmp_path), max_steps=1000, warmup_steps=10)
+    cosine = PretrainConfig(str(tmp_path), max_steps=1000, warmup_steps=10, lr_schedule="cosine")
+    assert [lr_factor(constant, s) for s in (0, 9, 500, 999)] == [0.1, 1.0, 1.0, 1.0]
+    assert lr_factor(cosine, 9) == pytest.approx(1.0, abs=1e-3)
+    assert lr_factor(cosine, 500) == pytest.approx(0.5)
+    assert lr_factor(cosine, 1000) == pytest.approx(0.0, abs=1e-12)
+    # a constant run's settings are those of runs made before the options existed; a cosine's length matters
+    assert "lr_schedule" not in constant.run_config() and "subjects" not in constant.run_config()
+    assert cosine.run_config()["max_steps"] == 1000
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        PretrainConfig(str(tmp_path), lr_schedule="linear")

@@ -20,6 +20,7 @@ continues exactly as an uninterrupted one.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,6 +49,8 @@ class PretrainConfig:
     text_learning_rate: float = 2e-4
     train_text_encoder: bool = True
     warmup_steps: int = 100
+    lr_schedule: str = "constant"
+    """``"constant"`` after warm-up, or ``"cosine"``: from the learning rate down to 0 at ``max_steps``."""
     seed: int = 0
     side: int = 128
     pool_size: int = 8192
@@ -70,6 +73,8 @@ class PretrainConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
                 raise ConfigError(f"PretrainConfig.{name} must be a finite number > 0, got {value!r}.")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ConfigError(f"PretrainConfig.lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}.")
         if self.budget_minutes is not None and not self.budget_minutes > 0:
             raise ConfigError(f"PretrainConfig.budget_minutes must be > 0 or None, got {self.budget_minutes!r}.")
         self.guidance_range = tuple(float(g) for g in self.guidance_range)
@@ -84,6 +89,10 @@ class PretrainConfig:
             data.pop(name)
         data["guidance_range"] = list(data["guidance_range"])
         data["subjects"] = list(data["subjects"])
+        if data["lr_schedule"] == "constant":  # the only schedule before it was an option: old checkpoints resume
+            data.pop("lr_schedule")
+        else:
+            data["max_steps"] = self.max_steps  # the cosine's length is part of the run
         if data["subjects"] == [1, 2, 3, 4]:  # the default before it was an option: old checkpoints resume
             data.pop("subjects")
         return data
@@ -158,6 +167,14 @@ def flow_loss(backend: "FluxBackend", pool: LatentPool, config: PretrainConfig, 
         txt_ids=text_ids(text.shape[1]).to(x0), img_ids=grid_ids(side, side).to(x0), return_dict=False,
     )[0]
     return torch.nn.functional.mse_loss(pred.float(), (noise - x0).float())
+
+
+def lr_factor(config: PretrainConfig, step: int) -> float:
+    """The learning-rate multiplier at ``step``: linear warm-up, then constant or a cosine to 0."""
+    warm = min(1.0, (step + 1) / config.warmup_steps)
+    if config.lr_schedule == "constant":
+        return warm
+    return warm * 0.5 * (1 + math.cos(math.pi * min(step, config.max_steps) / config.max_steps))
 
 
 @dataclass
@@ -244,7 +261,7 @@ def _loop(backend, config, modules, optimizer, pool, start, evaluate, eval_every
                disable=not config.progress)
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] * min(1.0, (step + 1) / config.warmup_steps)
+            group["lr"] = group["base_lr"] * lr_factor(config, step)
         loss = flow_loss(backend, pool, config, step)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
@@ -269,5 +286,5 @@ def _loop(backend, config, modules, optimizer, pool, start, evaluate, eval_every
     return result
 
 
-__all__ = ["LatentPool", "PretrainConfig", "PretrainResult", "batch_indices", "encode_pool", "flow_loss",
+__all__ = ["LatentPool", "PretrainConfig", "PretrainResult", "batch_indices", "encode_pool", "flow_loss", "lr_factor",
            "pretrain", "trainable_modules"]

@@ -48,6 +48,7 @@ class RecipeOptions:
     pool_size: int | None = None
     subjects: tuple[int, ...] | None = None
     learning_rate: float | None = None
+    lr_schedule: str | None = None
 
 
 def _eval_steps() -> int:
@@ -91,7 +92,8 @@ def run_base(options: RecipeOptions, log: Callable[[str], None] = print) -> Path
                             budget_minutes=options.budget_minutes,
                             **{k: v for k, v in (("max_steps", options.steps), ("batch_size", options.batch_size),
                                                  ("pool_size", options.pool_size), ("subjects", options.subjects),
-                                                 ("learning_rate", options.learning_rate)) if v is not None})
+                                                 ("learning_rate", options.learning_rate),
+                                                 ("lr_schedule", options.lr_schedule)) if v is not None})
     from ..builtin import tiny_pipeline
 
     pipe = tiny_pipeline(backend)  # requests without subjects use only its text encoder
