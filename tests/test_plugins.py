@@ -402,9 +402,11 @@ def test_cli_plugins_json_subprocess(fake_dist: Path) -> None:
 
 def test_cli_bad_subcommand_subprocess() -> None:
     proc = _run_cli(["no-such-command"])
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    assert "usage:" in proc.stderr
+    # issue 13: every CLI error is one line; it names the bad command and where usage is
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "no-such-command" in proc.stderr and "smg --help" in proc.stderr
 
 
 def test_cli_plugins_table(fake_dist: Path, capsys: pytest.CaptureFixture[str]) -> None:
