@@ -32,6 +32,7 @@ from ..lora import lora_layers
 from ..types import Request
 from .checkpoint import PATTERN, resume_checkpoint, save_checkpoint
 from .data import TrainingSample
+from .distributed import main_decides, shard_indices, sum_gradients, sum_value
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..pipeline import SubjectPipeline
@@ -181,6 +182,7 @@ class FlowMatchingTrainer:
         self.hooks = list(hooks)
         self.trainable = dict(trainable)
         self.accelerator = Accelerator(cpu=self.backend.device.type == "cpu")
+        shard_indices(config.batch_size, self.accelerator.process_index, self.accelerator.num_processes)  # checks
         self._freeze_all_but_trainable()
         optimizer = torch.optim.AdamW(
             list(self.trainable.values()), lr=config.learning_rate, weight_decay=config.weight_decay
@@ -263,15 +265,18 @@ class FlowMatchingTrainer:
 
         Each sample keeps its own noise and level (seeded by ``(seed, step, index)``), so the value
         equals the mean of :meth:`sample_loss` up to float rounding. Pipelines with attention rules
-        run sample by sample (a rule sees one request).
+        run sample by sample (a rule sees one request). Under ``accelerate launch`` with N
+        processes this process computes only its shard of the batch (its rows' sum over the
+        global ``batch_size``; see :mod:`smg_sdk.training.distributed`).
         """
         from ..candidates import stack
 
         cfg = self.config
-        encoded = [self._encoding(step, i) for i in range(cfg.batch_size)]
+        indices = shard_indices(cfg.batch_size, self.accelerator.process_index, self.accelerator.num_processes)
+        encoded = [self._encoding(step, i) for i in indices]
         requests, conditions, targets = (list(column) for column in zip(*encoded))
         drawn = [self._noise(t, torch.Generator().manual_seed(_seed(cfg.seed, step, i, 2)))
-                 for i, t in enumerate(targets)]
+                 for i, t in zip(indices, targets)]
         groups = [[i] for i in range(len(encoded))] if self.pipeline.rules else _structure_groups(conditions)
         total = torch.zeros((), device=self.backend.device)
         for group in groups:
@@ -281,7 +286,7 @@ class FlowMatchingTrainer:
             rows = self._rows_loss([requests[i] for i in group], stack([conditions[i] for i in group]), x0, noise,
                                    sigmas)
             total = total + rows.sum()
-        return total / len(encoded)
+        return total / cfg.batch_size
 
     def _encoding(self, step: int, index: int) -> tuple[Request, Any, torch.Tensor]:
         """(request, conditions, packed target latents (1, L, C)) of the sample at ``(step, index)``."""
@@ -330,11 +335,12 @@ class FlowMatchingTrainer:
         with self.pipeline.lock:
             loss = self.batch_loss(step)
             self.accelerator.backward(loss)
+            sum_gradients(self.trainable.values(), self.accelerator.num_processes)
             if cfg.max_grad_norm is not None:
                 self.accelerator.clip_grad_norm_(list(self.trainable.values()), cfg.max_grad_norm)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        return sum_value(float(loss.detach()), self.accelerator.num_processes)
 
     def train(self, resume: bool = True, budget_minutes: float | None = None) -> TrainResult:
         """Run until ``max_steps``; with ``resume``, continue from the newest complete checkpoint.
@@ -344,7 +350,8 @@ class FlowMatchingTrainer:
 
         A damaged newest checkpoint is skipped (with a warning) for the one before it; a
         checkpoint from a run with other settings is refused (see :data:`RESUME_MAY_CHANGE`).
-        ``output_dir`` must be new, empty or an earlier training output.
+        ``output_dir`` must be new, empty or an earlier training output. Under ``accelerate launch``
+        only the main process writes checkpoints, and every process waits for each one.
         """
         cfg = self.config
         root = check_output_folder(cfg.output_dir, "training", is_training_output)
@@ -355,8 +362,8 @@ class FlowMatchingTrainer:
             result.checkpoint = found[0]
         result.last_step = start
         began = time.monotonic()
-        bar = tqdm(range(start, cfg.max_steps), desc="training", disable=not cfg.progress, initial=start,
-                   total=cfg.max_steps)
+        bar = tqdm(range(start, cfg.max_steps), desc="training", initial=start, total=cfg.max_steps,
+                   disable=not cfg.progress or not self.accelerator.is_main_process)
         for step in bar:
             value = self._step(step)
             result.losses.append(value)
@@ -365,12 +372,14 @@ class FlowMatchingTrainer:
                 hook.on_step_end(step, value)
             done = step + 1
             result.last_step = done
-            out_of_time = budget_minutes is not None and time.monotonic() - began > 60 * budget_minutes
+            out_of_time = main_decides(budget_minutes is not None and time.monotonic() - began > 60 * budget_minutes,
+                                       self.accelerator.num_processes)
             if done % cfg.checkpoint_every == 0 or done == cfg.max_steps or out_of_time:
                 if self.accelerator.is_main_process:
                     result.checkpoint = save_checkpoint(
                         root, done, self.state_tensors(), self.optimizer.state_dict(), {"config": asdict(cfg)}
                     )
+                self.accelerator.wait_for_everyone()  # no process reads or resumes a half-written checkpoint
             if out_of_time:
                 break
         bar.close()
