@@ -215,6 +215,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .errors import RequestError
     from .gallery import contact_sheet
 
+    if args.batch is not None:
+        from .batch import cmd_generate_batch
+
+        return cmd_generate_batch(args)
     out = Path(args.out)
     check_output_path(out)
     subjects = [_parse_subject(s) for s in args.subject]
@@ -304,10 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a location outside the --pipeline folder it may load from, e.g. its base model (repeatable)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a preset option, e.g. reference_mode=cached (repeatable)")
-    p.add_argument("--prompt", required=True, help="instruction; <1>, <2>... name the subjects in order")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--prompt", help="instruction; <1>, <2>... name the subjects in order")
+    what.add_argument("--batch", metavar="REQUESTS.jsonl",
+                      help="generate every request of a JSON Lines file into the --out folder (resumable; "
+                           "splits over `accelerate launch` processes; see smg_sdk/batch.py)")
     p.add_argument("--subject", action="append", default=[], metavar="IMAGE[:CLASS]",
                    help="a subject image, optionally with its class word (repeatable)")
-    p.add_argument("--out", default="out.png", help="output image path (default: out.png)")
+    p.add_argument("--out", default="out.png", help="output image path (default: out.png); with --batch, a folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the preset's)")
     p.add_argument("--height", type=int, default=None)

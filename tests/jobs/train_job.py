@@ -3,7 +3,8 @@
 It trains the tiny FLUX's subject adapter with :class:`FlowMatchingTrainer` and writes, per
 process, ``<out>/result-<rank>.json``: the step losses, how many checkpoints this process wrote
 (``save_checkpoint`` is counted, not replaced) and the summed gradient of step 0
-(``<out>/grad-<rank>.safetensors``), so the test can compare runs with 1 and 2 processes.
+(``<out>/grad-<rank>.safetensors``), so the test can compare runs with 1 and 2 processes, and
+the seconds ``train()`` took (``benchmarks/scaling.py`` reads them).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -72,11 +74,13 @@ def main() -> None:
 
     trainer_module.save_checkpoint = counted
     grads = step0_gradient(trainer)
+    began = time.perf_counter()
     result = trainer.train(resume=True)
+    seconds = time.perf_counter() - began
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in grads.items()}, str(out / f"grad-{rank}.safetensors"))
     record = {"rank": rank, "processes": trainer.accelerator.num_processes, "losses": result.losses,
-              "checkpoints_written": writes, "last_step": result.last_step}
+              "checkpoints_written": writes, "last_step": result.last_step, "train_seconds": seconds}
     (out / f"result-{rank}.json").write_text(json.dumps(record))
     trainer.accelerator.wait_for_everyone()
     trainer.accelerator.end_training()
