@@ -284,6 +284,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The web app (Gradio, the ``app`` extra) on ``--preset``, at ``http://HOST:PORT``; see docs/app.md."""
+    from .app import serve
+
+    if not 0 < args.port < 65536:
+        raise SMGError(f"--port must be 1..65535, got {args.port}.")
+    serve(args.preset, args.port, args.host)
+    return 0
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one ``smg ...: error: ...`` line (exit 2), like every other error."""
 
@@ -338,6 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("serve", help="the web app: references, instruction, candidates, plans (pip install 'smg-sdk[app]')")
+    p.add_argument("--preset", default="tiny", help="registered preset selected on load (default: tiny)")
+    p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.set_defaults(func=cmd_serve)
 
     from .cli_subjectworld import add_parsers
 
