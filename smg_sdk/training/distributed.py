@@ -53,11 +53,18 @@ def sum_gradients(parameters: Iterable[torch.nn.Parameter], num_processes: int) 
         offset += n
 
 
+def _scalar_device() -> torch.device:
+    """Where a scalar must live to be reduced: NCCL reduces only CUDA tensors, gloo and MPI CPU ones."""
+    if "nccl" in str(torch.distributed.get_backend()) and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def sum_value(value: float, num_processes: int) -> float:
     """``value`` summed over the processes (the global-batch loss from each shard's part)."""
     if not _distributed(num_processes):
         return float(value)
-    tensor = torch.tensor([float(value)], dtype=torch.float64)
+    tensor = torch.tensor([float(value)], dtype=torch.float64, device=_scalar_device())
     torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
     return float(tensor.item())
 
@@ -66,6 +73,6 @@ def main_decides(flag: bool, num_processes: int) -> bool:
     """The main process's ``flag`` on every process (e.g. "the time budget is spent"), so all stop together."""
     if not _distributed(num_processes):
         return bool(flag)
-    tensor = torch.tensor([1 if flag else 0], dtype=torch.int64)
+    tensor = torch.tensor([1 if flag else 0], dtype=torch.int64, device=_scalar_device())
     torch.distributed.broadcast(tensor, src=0)
     return bool(tensor.item())
