@@ -42,10 +42,11 @@ def job_env() -> dict[str, str]:
     return env
 
 
-def run_job(out: Path, steps: int, processes: int) -> list[dict]:
+def run_job(out: Path, steps: int, processes: int, perturb: bool = False) -> list[dict]:
     """Run the job; returns each process's result record, by rank."""
     prefix = launch_args(processes) if processes > 1 else [sys.executable]
     cmd = [*prefix, str(JOB), "--out", str(out), "--steps", str(steps), "--batch-size", "4"]
+    cmd += ["--perturb"] if perturb else []
     done = subprocess.run(cmd, env=job_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     return [json.loads((out / f"result-{rank}.json").read_text()) for rank in range(processes)]
@@ -53,10 +54,11 @@ def run_job(out: Path, steps: int, processes: int) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, object]:
-    """One process for 4 steps; two processes for 2 steps, then resumed to 4."""
+    """One process for 4 steps; two processes for 2 steps (the second one starting from other adapter
+    weights, which the trainer replaces with the main process's), then resumed to 4."""
     root = tmp_path_factory.mktemp("mp-train")
     single = run_job(root / "single", 4, 1)
-    first = run_job(root / "double", 2, 2)
+    first = run_job(root / "double", 2, 2, perturb=True)
     first_grads = [load_file(str(root / "double" / f"grad-{r}.safetensors")) for r in range(2)]
     resumed = run_job(root / "double", 4, 2)
     return {"root": root, "single": single, "first": first, "resumed": resumed, "first_grads": first_grads}

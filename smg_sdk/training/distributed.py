@@ -34,6 +34,27 @@ def _distributed(num_processes: int) -> bool:
     return num_processes > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
+def broadcast_parameters(parameters: Iterable[torch.nn.Parameter], num_processes: int) -> None:
+    """Copy the main process's values of ``parameters`` to every process, in place (as DDP does at wrap time).
+
+    Processes that initialised their trainable tensors from different random states (an unseeded
+    LoRA init) would otherwise train different models while summing their gradients.
+    """
+    if not _distributed(num_processes):
+        return
+    params = list(parameters)
+    flat = torch.cat([p.detach().reshape(-1).float() for p in params])
+    if "nccl" in str(torch.distributed.get_backend()):
+        flat = flat.to(_scalar_device())
+    torch.distributed.broadcast(flat, src=0)
+    offset = 0
+    with torch.no_grad():
+        for p in params:
+            n = p.numel()
+            p.copy_(flat[offset : offset + n].view_as(p))
+            offset += n
+
+
 def sum_gradients(parameters: Iterable[torch.nn.Parameter], num_processes: int) -> None:
     """Sum ``p.grad`` over the processes, in place (one flattened all-reduce).
 

@@ -32,7 +32,7 @@ from ..lora import lora_layers
 from ..types import Request
 from .checkpoint import PATTERN, resume_checkpoint, save_checkpoint
 from .data import TrainingSample
-from .distributed import main_decides, shard_indices, sum_gradients, sum_value
+from .distributed import broadcast_parameters, main_decides, shard_indices, sum_gradients, sum_value
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..pipeline import SubjectPipeline
@@ -183,6 +183,7 @@ class FlowMatchingTrainer:
         self.trainable = dict(trainable)
         self.accelerator = Accelerator(cpu=self.backend.device.type == "cpu")
         shard_indices(config.batch_size, self.accelerator.process_index, self.accelerator.num_processes)  # checks
+        broadcast_parameters(self.trainable.values(), self.accelerator.num_processes)
         self._freeze_all_but_trainable()
         optimizer = torch.optim.AdamW(
             list(self.trainable.values()), lr=config.learning_rate, weight_decay=config.weight_decay

@@ -33,11 +33,18 @@ from smg_sdk.training.distributed import sum_gradients  # noqa: E402
 PROMPTS = ["a photo of <1> on grass", "<1> on sand", "a small <1> in snow", "<1> under a blue sky"]
 
 
-def build(out: Path, steps: int, batch_size: int) -> FlowMatchingTrainer:
-    """The run every process builds identically (seeded adapter init, fixed data)."""
+def build(out: Path, steps: int, batch_size: int, perturb: bool = False) -> FlowMatchingTrainer:
+    """The run every process builds identically (seeded adapter init, fixed data); with ``perturb``,
+    processes other than the main one start from other adapter weights (the trainer must replace them)."""
+    from accelerate import PartialState
+
     backend = FluxBackend.from_pretrained(tiny_flux_path(), max_sequence_length=32)
     torch.manual_seed(0)
     backend.add_stream_adapter("subject", rank=4, init_lora_weights="gaussian")
+    if perturb and PartialState(cpu=True).process_index > 0:
+        with torch.no_grad():
+            for p in adapter_parameters(backend.transformer, "subject").values():
+                p.add_(torch.randn_like(p))
     pipe = SubjectPipeline(backend, [FluxTextEncoder(), VAEReferenceEncoder(mode="concat", adapter="subject")])
     data = [TrainingSample([Subject(make_image(i), "dog")], PROMPTS[i % 4], make_image(10 + i)) for i in range(6)]
     config = TrainerConfig(output_dir=str(out / "checkpoints"), max_steps=steps, batch_size=batch_size,
@@ -60,10 +67,11 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--perturb", action="store_true", help="other processes start from other weights")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
-    trainer = build(out, args.steps, args.batch_size)
+    trainer = build(out, args.steps, args.batch_size, args.perturb)
     rank = trainer.accelerator.process_index
     writes: list[int] = []
     original = trainer_module.save_checkpoint
