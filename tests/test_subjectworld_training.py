@@ -100,3 +100,18 @@ def test_learning_rate_schedules_and_their_resume_keys(tmp_path):
     assert cosine.run_config()["max_steps"] == 1000
     with pytest.raises(ConfigError, match="lr_schedule"):
         PretrainConfig(str(tmp_path), lr_schedule="linear")
+
+
+def test_reference_lora_recipe_is_reproducible(tmp_path):
+    """Same options, same adapter: the LoRA's initial values are seeded (runs in several processes rely on it)."""
+    from safetensors.torch import load_file
+
+    from smg_sdk.backends.flux_recipes import RecipeOptions, run_reference_lora
+
+    adapters = []
+    for name in ("a", "b"):
+        options = RecipeOptions(str(tmp_path / name), steps=1, batch_size=1, eval_samples=0, progress=False,
+                                pool_size=2)
+        adapters.append(load_file(run_reference_lora(options, log=lambda line: None)))
+    assert adapters[0].keys() == adapters[1].keys()
+    assert all(torch.equal(adapters[0][k], adapters[1][k]) for k in adapters[0])

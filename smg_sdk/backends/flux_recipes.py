@@ -134,13 +134,17 @@ def _write_history(out: Path, losses: list[float], evaluations: list[dict]) -> N
 
 
 def run_reference_lora(options: RecipeOptions, log: Callable[[str], None] = print) -> Path:
-    """Stage 1; returns ``OUT/adapter`` (the LoRA as a diffusers-format safetensors file)."""
+    """Stage 1; returns ``OUT/adapter/pytorch_lora_weights.safetensors`` (the LoRA in diffusers' format)."""
     from ..builtin import tiny_pipeline
     from ..data.subjectworld import SubjectWorld
     from ..presets.tiny import SUBJECT_ADAPTER, tiny_flux_path
     from ..training.trainer import FlowMatchingTrainer, TrainerConfig, TrainerHook, adapter_parameters
 
+    from accelerate import PartialState
+
+    main = PartialState().is_main_process  # under accelerate launch, one process evaluates and writes
     backend = _load_backend(options.start_from or tiny_flux_path(), options.vae)
+    torch.manual_seed(options.seed)  # LoRA A's initial values: the same run gives the same adapter
     backend.add_stream_adapter(SUBJECT_ADAPTER, rank=16)
     pipe = tiny_pipeline(backend, adapter=SUBJECT_ADAPTER)
     world = SubjectWorld("train", "reference", options.seed, subjects=options.subjects or (1, 2))
@@ -151,16 +155,22 @@ def run_reference_lora(options: RecipeOptions, log: Callable[[str], None] = prin
                            progress=options.progress, cache_encodings=True)
     evaluations: list[dict] = []
 
+    recent: list[float] = []
+
     class EvalHook(TrainerHook):
         def on_step_end(self, step: int, loss: float) -> None:
-            if options.eval_samples and (step + 1) % (options.eval_every or 250) == 0:
-                line = {"step": step + 1, "loss": loss, **_world_eval(pipe, options, (1, 2), text_only=False)}
+            recent[:] = (recent + [loss])[-50:]
+            if main and options.eval_samples and (step + 1) % (options.eval_every or 250) == 0:
+                line = {"step": step + 1, "loss": sum(recent) / len(recent),  # the 50-step mean, as stage 0 logs
+                        **_world_eval(pipe, options, (1, 2), text_only=False)}
                 evaluations.append(line)
                 log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in line.items()))
 
     trainer = FlowMatchingTrainer(pipe, adapter_parameters(backend.transformer, SUBJECT_ADAPTER), data, config,
                                   hooks=[EvalHook()])
     result = trainer.train(resume=True, budget_minutes=options.budget_minutes)
+    if not main:
+        return Path(options.out) / "adapter" / "pytorch_lora_weights.safetensors"
     _write_history(Path(options.out), result.losses, evaluations)
     return backend.save_adapter(SUBJECT_ADAPTER, Path(options.out) / "adapter")
 
