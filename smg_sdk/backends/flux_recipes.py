@@ -140,9 +140,6 @@ def run_reference_lora(options: RecipeOptions, log: Callable[[str], None] = prin
     from ..presets.tiny import SUBJECT_ADAPTER, tiny_flux_path
     from ..training.trainer import FlowMatchingTrainer, TrainerConfig, TrainerHook, adapter_parameters
 
-    from accelerate import PartialState
-
-    main = PartialState().is_main_process  # under accelerate launch, one process evaluates and writes
     backend = _load_backend(options.start_from or tiny_flux_path(), options.vae)
     torch.manual_seed(options.seed)  # LoRA A's initial values: the same run gives the same adapter
     backend.add_stream_adapter(SUBJECT_ADAPTER, rank=16)
@@ -160,7 +157,7 @@ def run_reference_lora(options: RecipeOptions, log: Callable[[str], None] = prin
     class EvalHook(TrainerHook):
         def on_step_end(self, step: int, loss: float) -> None:
             recent[:] = (recent + [loss])[-50:]
-            if main and options.eval_samples and (step + 1) % (options.eval_every or 250) == 0:
+            if trainer.accelerator.is_main_process and options.eval_samples and (step + 1) % (options.eval_every or 250) == 0:
                 line = {"step": step + 1, "loss": sum(recent) / len(recent),  # the 50-step mean, as stage 0 logs
                         **_world_eval(pipe, options, (1, 2), text_only=False)}
                 evaluations.append(line)
@@ -169,7 +166,7 @@ def run_reference_lora(options: RecipeOptions, log: Callable[[str], None] = prin
     trainer = FlowMatchingTrainer(pipe, adapter_parameters(backend.transformer, SUBJECT_ADAPTER), data, config,
                                   hooks=[EvalHook()])
     result = trainer.train(resume=True, budget_minutes=options.budget_minutes)
-    if not main:
+    if not trainer.accelerator.is_main_process:  # under accelerate launch, one process writes
         return Path(options.out) / "adapter" / "pytorch_lora_weights.safetensors"
     _write_history(Path(options.out), result.losses, evaluations)
     return backend.save_adapter(SUBJECT_ADAPTER, Path(options.out) / "adapter")
