@@ -26,8 +26,9 @@ def _smooth(values: list[float], window: int = 50) -> np.ndarray:
 
 def _panels(run: Path) -> tuple[str, dict[str, tuple[list, list]], dict[str, tuple[list, list]]]:
     """Title, loss curves and score curves of one run folder."""
-    if (run / "vae" / "metrics.json").is_file():
-        history = json.loads((run / "vae" / "metrics.json").read_text())["history"]
+    metrics = next((f for f in (run / "vae" / "metrics.json", run / "metrics.json") if f.is_file()), None)
+    if metrics is not None:  # a VAE run folder, or the exported VAE folder itself
+        history = json.loads(metrics.read_text())["history"]
         steps = history["step"]
         losses = {"loss": (steps, history["loss"])}
         scores = {f"PSNR {k[5:]} (dB)": (steps, history[k]) for k in ("psnr_target", "psnr_reference")}

@@ -42,6 +42,16 @@ def diffusers_pipe(tiny_path):
     return pipe
 
 
+def use_subject_adapter(pipe) -> None:
+    """Route the reference encoder to a stream LoRA named ``subject``: the preset's shipped one, or a
+    random one (seeded) where the package ships none."""
+    if "subject" not in pipe.backend.stream_adapters:
+        torch.manual_seed(0)
+        pipe.backend.add_stream_adapter("subject", rank=4, init_lora_weights=False)
+    pipe.encoders[1].adapter = "subject"
+    pipe.encoders[1].smg_config["adapter"] = "subject"
+
+
 def make_image(seed: int, size: int = 64) -> Image.Image:
     """A random but structured RGB image (blocks of colour), reproducible by seed."""
     rng = np.random.default_rng(seed)

@@ -23,7 +23,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import torch
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _PATH_EVENTS = {"os.mkdir", "os.remove", "os.rmdir", "shutil.rmtree", "os.truncate", "os.chmod", "os.symlink",
@@ -143,11 +142,10 @@ def build_saved_pipeline(folder: Path) -> Path:
     """The tiny preset (cached references, a stream LoRA ``subject``) saved to ``folder``."""
     from smg_sdk import SubjectPipeline
 
+    from conftest import use_subject_adapter
+
     pipe = SubjectPipeline.from_preset("tiny", reference_mode="cached", position="omini")
-    torch.manual_seed(0)
-    pipe.backend.add_stream_adapter("subject", rank=4, init_lora_weights=False)
-    pipe.encoders[1].adapter = "subject"
-    pipe.encoders[1].smg_config["adapter"] = "subject"
+    use_subject_adapter(pipe)
     return pipe.save_pretrained(folder)
 
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from conftest import use_subject_adapter
 from safetensors.torch import load_file, save_file
 
 from smg_sdk import Subject, SubjectPipeline
@@ -28,10 +29,7 @@ def generate(pipe, images):
 
 
 def test_save_load_same_output(tiny_pipe, images, tmp_path):
-    torch.manual_seed(0)
-    tiny_pipe.backend.add_stream_adapter("subject", rank=4, init_lora_weights=False)
-    tiny_pipe.encoders[1].adapter = "subject"
-    tiny_pipe.encoders[1].smg_config["adapter"] = "subject"
+    use_subject_adapter(tiny_pipe)
     before = generate(tiny_pipe, images)
     folder = tiny_pipe.save_pretrained(tmp_path / "saved")
     manifest = json.loads((folder / "smg_pipeline.json").read_text())
@@ -50,8 +48,7 @@ def test_save_load_same_output(tiny_pipe, images, tmp_path):
 
 
 def test_tampered_weights_name_the_tensor(tiny_pipe, tmp_path):
-    torch.manual_seed(0)
-    tiny_pipe.backend.add_stream_adapter("subject", rank=4, init_lora_weights=False)
+    use_subject_adapter(tiny_pipe)
     folder = tiny_pipe.save_pretrained(tmp_path / "saved")
     file = next((folder / "backend" / "adapters").rglob("*.safetensors"))
     state = load_file(str(file))

@@ -20,10 +20,10 @@ PROMPTS = ["a photo of <1> on the grass", "a red <1> next to a blue house at nig
 
 
 def stream_lora_pipeline(mode: str) -> SubjectPipeline:
+    from conftest import use_subject_adapter
+
     pipe = SubjectPipeline.from_preset("tiny", reference_mode=mode, position="omini")
-    torch.manual_seed(0)
-    pipe.backend.add_stream_adapter("subject", rank=4, init_lora_weights=False)
-    pipe.encoders[1].adapter = "subject"
+    use_subject_adapter(pipe)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

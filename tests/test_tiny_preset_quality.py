@@ -40,8 +40,8 @@ def test_the_trained_base_draws_the_asked_background(tiny):
     assert np.mean(right) >= 0.9, f"background right on {np.mean(right):.0%} of 16 text-only requests"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 open: the shipped base does not draw subjects yet and no subject "
-                                       "adapter is trained (identity 0 of 16 measured); see the note on issue 10")
+@pytest.mark.xfail(strict=True, reason="issue 10 open: the shipped preset draws rough shapes and its subject adapter "
+                                       "does not carry identity (0 of 16 measured); see docs/training.md")
 def test_shipped_preset_keeps_identity_on_held_out_one_subject_requests(tiny):
     """The issue-10 target: identity >= 80 % on 16 held-out one-subject requests at the default steps."""
     assert _scores(tiny, (1,), 16)["identity"] >= 0.8
