@@ -115,3 +115,37 @@ def test_reference_lora_recipe_is_reproducible(tmp_path):
         adapters.append(load_file(run_reference_lora(options, log=lambda line: None)))
     assert adapters[0].keys() == adapters[1].keys()
     assert all(torch.equal(adapters[0][k], adapters[1][k]) for k in adapters[0])
+
+
+_KILLED_RUN = """
+import os, signal, sys
+from smg_sdk.backends.flux import FluxBackend
+from smg_sdk.backends.flux_pretrain import PretrainConfig, pretrain
+from smg_sdk.presets.tiny import TINY_DEFAULTS, tiny_flux_path
+
+backend = FluxBackend.from_pretrained(tiny_flux_path(), max_sequence_length=TINY_DEFAULTS["max_sequence_length"])
+config = PretrainConfig(sys.argv[1], max_steps=3, batch_size=2, pool_size=8, checkpoint_every=2, progress=False, side=64)
+kill = lambda step: os.kill(os.getpid(), signal.SIGKILL) if step == 2 else {}  # right after checkpoint-2
+pretrain(backend, config, evaluate=kill, eval_every=2, log=lambda line: None)
+"""
+
+
+def test_pretraining_resumes_bit_identically_after_sigkill(tmp_path):
+    """A real kill (SIGKILL, no cleanup) after step 2's checkpoint; the resumed run equals a straight one."""
+    import signal
+
+    from smg_sdk.backends.flux_pretrain import PretrainConfig, pretrain
+
+    run = tmp_path / "killed"
+    killed = subprocess.run([sys.executable, "-c", _KILLED_RUN, str(run)], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    config = PretrainConfig(str(run), max_steps=3, batch_size=2, pool_size=8, checkpoint_every=2, progress=False,
+                            side=64)
+    resumed, straight = _backend(), _backend()
+    assert len(pretrain(resumed, config, log=lambda line: None).losses) == 1  # only step 3 ran after the kill
+    pretrain(straight, PretrainConfig(**{**config.__dict__, "output_dir": str(tmp_path / "straight")}),
+             log=lambda line: None)
+    for name in ("transformer", "text_encoder_2"):
+        a, b = getattr(straight, name).state_dict(), getattr(resumed, name).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
