@@ -147,17 +147,18 @@ def run_reference_lora(options: RecipeOptions, log: Callable[[str], None] = prin
     world = SubjectWorld("train", "reference", options.seed, subjects=options.subjects or (1, 2))
     data = _LazySamples(world, options.pool_size or 4096)  # encoded once each (cache_encodings)
     config = TrainerConfig(str(Path(options.out) / "checkpoints"), max_steps=options.steps or 1500,
-                           batch_size=options.batch_size or 8, learning_rate=options.learning_rate or 1e-3, seed=options.seed,
+                           batch_size=options.batch_size or 8, learning_rate=options.learning_rate or 1e-3,
+                           seed=options.seed,
                            height=128, width=128, guidance_scale=3.5, checkpoint_every=100,
                            progress=options.progress, cache_encodings=True)
     evaluations: list[dict] = []
-
     recent: list[float] = []
 
     class EvalHook(TrainerHook):
         def on_step_end(self, step: int, loss: float) -> None:
             recent[:] = (recent + [loss])[-50:]
-            if trainer.accelerator.is_main_process and options.eval_samples and (step + 1) % (options.eval_every or 250) == 0:
+            due = options.eval_samples and (step + 1) % (options.eval_every or 250) == 0
+            if due and trainer.accelerator.is_main_process:
                 line = {"step": step + 1, "loss": sum(recent) / len(recent),  # the 50-step mean, as stage 0 logs
                         **_world_eval(pipe, options, (1, 2), text_only=False)}
                 evaluations.append(line)

@@ -243,23 +243,23 @@ class FlowMatchingTrainer:
             sigma = torch.rand(1, generator=generator)
         return noise, sigma.to(x0.device, x0.dtype)
 
-    def _rows_loss(self, requests: list[Request], conditions, x0: torch.Tensor, noise: torch.Tensor,
+    def _rows_loss(self, request: Request, conditions, x0: torch.Tensor, noise: torch.Tensor,
                    sigmas: torch.Tensor) -> torch.Tensor:
-        """Per-row flow-matching MSE ``(B,)`` of packed targets ``x0`` (B, L, C) at levels ``sigmas`` (B,)."""
+        """Per-row flow-matching MSE ``(B,)`` of packed targets ``x0`` (B, L, C) at levels ``sigmas`` (B,).
+
+        ``request`` is what the pipeline's attention rules see (rows share one only without rules)."""
         cfg = self.config
         noisy = (1 - sigmas[:, None, None]) * x0 + sigmas[:, None, None] * noise
         pred = self.backend.velocity(conditions, noisy, sigmas, height=cfg.height, width=cfg.width,
                                      guidance_scale=cfg.guidance_scale, rules=self.pipeline.rules,
-                                     request=requests[0])
+                                     request=request)
         return ((pred.float() - (noise - x0).float()) ** 2).mean(dim=(1, 2))
 
     def sample_loss(self, sample: TrainingSample, generator: torch.Generator) -> torch.Tensor:
         """Flow-matching loss of one sample with noise and level drawn from ``generator``."""
-        request = self._request(sample)
-        conditions = self.pipeline.encode(request)
-        x0 = self.backend.encode_images([sample.target], self.config.height, self.config.width)[0].tokens
+        request, conditions, x0 = self._encode_sample(sample)
         noise, sigma = self._noise(x0, generator)
-        return self._rows_loss([request], conditions, x0, noise, sigma)[0]
+        return self._rows_loss(request, conditions, x0, noise, sigma)[0]
 
     def batch_loss(self, step: int) -> torch.Tensor:
         """Mean loss of the step's samples; samples whose conditions stack run as one transformer batch.
@@ -284,8 +284,7 @@ class FlowMatchingTrainer:
             x0 = torch.cat([targets[i] for i in group])
             noise = torch.cat([drawn[i][0] for i in group])
             sigmas = torch.cat([drawn[i][1] for i in group])
-            rows = self._rows_loss([requests[i] for i in group], stack([conditions[i] for i in group]), x0, noise,
-                                   sigmas)
+            rows = self._rows_loss(requests[group[0]], stack([conditions[i] for i in group]), x0, noise, sigmas)
             total = total + rows.sum()
         return total / cfg.batch_size
 
@@ -294,14 +293,16 @@ class FlowMatchingTrainer:
         row = self.dataset_index(step, index)
         if row in self._encoded:
             return self._encoded[row]
-        sample = self.sample_at(step, index)
-        request = self._request(sample)
-        cfg = self.config
-        x0 = self.backend.encode_images([sample.target], cfg.height, cfg.width)[0].tokens
-        encoded = (request, self.pipeline.encode(request), x0)
-        if cfg.cache_encodings:
+        encoded = self._encode_sample(self.sample_at(step, index))
+        if self.config.cache_encodings:
             self._encoded[row] = encoded
         return encoded
+
+    def _encode_sample(self, sample: TrainingSample) -> tuple[Request, Any, torch.Tensor]:
+        """The sample's request, its conditions through the pipeline, and its packed target latents (1, L, C)."""
+        request = self._request(sample)
+        x0 = self.backend.encode_images([sample.target], self.config.height, self.config.width)[0].tokens
+        return request, self.pipeline.encode(request), x0
 
     @torch.no_grad()
     def evaluate(self, samples: Sequence[TrainingSample], seed: int = 1234) -> float:

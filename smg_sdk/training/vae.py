@@ -494,7 +494,6 @@ def _load_vae_folder(vae: "AutoencoderKL | str | Path") -> "AutoencoderKL":
 
 
 @torch.no_grad()
-@torch.no_grad()
 def normalised_latents(vae: "AutoencoderKL", images: Sequence[np.ndarray], batch_size: int = 32) -> torch.Tensor:
     """Posterior modes of ``(H, W, 3)`` uint8 images, normalised as FLUX's backend uses them,
     ``(z - shift_factor) * scaling_factor``: ``(N, C, H/8, W/8)`` float32 on the VAE's device."""
@@ -505,6 +504,7 @@ def normalised_latents(vae: "AutoencoderKL", images: Sequence[np.ndarray], batch
     return (torch.cat(chunks).float() - shift) * scale
 
 
+@torch.no_grad()
 def encode_latents(vae: "AutoencoderKL | str | Path", path: str | Path, start: int, count: int, split: str = "train",
                    kind: str = "reference", seed: int = 0, subjects: Sequence[int] = (1, 2, 3, 4), side: int = 128,
                    batch_size: int = 32, dtype: torch.dtype = torch.float16) -> Path:
