@@ -121,10 +121,11 @@ def read_requests(path: str | Path) -> list[BatchItem]:
 
 def _subject(spec: Any, base: Path, number: int):
     """``{"image": PATH, "class": WORD}`` or ``"PATH[:WORD]"`` -> Subject, paths relative to ``base``."""
+    from .cli import split_subject_spec
     from .types import Subject
 
     if isinstance(spec, str):
-        path, _, word = spec.rpartition(":") if ":" in spec and not (base / spec).exists() else (spec, "", "")
+        path, word = split_subject_spec(spec, base)
     elif isinstance(spec, dict) and isinstance(spec.get("image"), str) and set(spec) <= {"image", "class"}:
         path, word = spec["image"], spec.get("class") or ""
     else:

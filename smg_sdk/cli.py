@@ -76,17 +76,24 @@ def _parse_subject(spec: str):
 
     The image is read by :func:`smg_sdk.images.load_image` (EXIF orientation, bit depth, transparency).
     """
-    from pathlib import Path
-
     from .errors import RequestError
     from .types import Subject
 
-    path, _, word = spec.rpartition(":") if ":" in spec and not Path(spec).exists() else (spec, "", "")
+    path, word = split_subject_spec(spec)
     try:
         return Subject(path, word.strip() or None)
     except RequestError as exc:
         raise RequestError(f"--subject {spec!r}: {str(exc).replace('Subject.image ', '', 1)} "
                            "Pass --subject path/to/image.png[:class word].") from exc
+
+
+def split_subject_spec(spec: str, base=None) -> tuple[str, str]:
+    """``"PATH[:CLASS WORD]"`` -> ``(path, word)``; a PATH (relative to ``base``) that exists is never split."""
+    from pathlib import Path
+
+    exists = (Path(base) / spec if base is not None else Path(spec)).exists()
+    path, _, word = spec.rpartition(":") if ":" in spec and not exists else (spec, "", "")
+    return path, word
 
 
 def check_output_path(out) -> None:
@@ -212,7 +219,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from PIL import Image
 
-    from .errors import RequestError
     from .gallery import contact_sheet
 
     if args.batch is not None:

@@ -15,10 +15,15 @@ QUICK_SAMPLES = 8
 
 
 def _counts(text: str) -> tuple[int, ...]:
+    """``--subjects``: subject counts in 1..6 separated by commas."""
     try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
+        counts = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise RequestError(f"--subjects must be subject counts separated by commas (e.g. 1,2,3,4), got {text!r}.") from None
+        counts = ()
+    if not counts or any(not 1 <= k <= 6 for k in counts):
+        raise RequestError(f"--subjects must be subject counts in 1..6 separated by commas (e.g. 1,2,3,4), "
+                           f"got {text!r}.")
+    return counts
 
 
 def _writable(out: str | None, kind: str) -> None:
@@ -91,8 +96,6 @@ def cmd_train_subjectworld(args: argparse.Namespace) -> int:
     if args.learning_rate is not None and not 0 < args.learning_rate < 1:
         raise RequestError(f"--learning-rate must be in (0, 1), e.g. 5e-4; got {args.learning_rate}.")
     subjects = _counts(args.subjects) if args.subjects is not None else None
-    if subjects is not None and (not subjects or any(not 1 <= k <= 6 for k in subjects)):
-        raise RequestError(f"--subjects must be subject counts in 1..6 (e.g. 1,2), got {args.subjects!r}.")
     _writable(args.out, "subjectworld-run")
     from .atomic import claim_output_folder
 
@@ -149,7 +152,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    p.add_argument("--pool-size", type=int, default=None, help="training samples, each encoded once (default: base 8192 caption scenes, "
+    p.add_argument("--pool-size", type=int, default=None,
+                   help="training samples, each encoded once (default: base 8192 caption scenes, "
                         "reference-lora 4096 reference -> target pairs)")
     p.add_argument("--subjects", default=None,
                    help="subject counts of the training scenes (default: base 1,2,3,4; reference-lora 1,2)")
