@@ -26,7 +26,7 @@ def main() -> None:
     from smg_plugins.music.heuristic import HeuristicPlanner
     from smg_plugins.music.layout_rule import LayoutAttentionRule
     from smg_sdk.demo import synthetic_subject
-    from smg_sdk.encoders import FluxTextEncoder, VAEReferenceEncoder
+    from smg_sdk.backends.flux.encoders import FluxTextEncoder, VAEReferenceEncoder
     from smg_sdk.pipeline import SubjectPipeline
     from smg_sdk.presets.tiny import tiny_flux_path
     from smg_sdk.backends.flux import FluxBackend

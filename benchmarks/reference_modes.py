@@ -42,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from smg_sdk import Subject
-    from smg_sdk.encoders import FluxTextEncoder, VAEReferenceEncoder
+    from smg_sdk.backends.flux.encoders import FluxTextEncoder, VAEReferenceEncoder
     from smg_sdk.pipeline import SubjectPipeline
 
     torch.set_num_threads(2)

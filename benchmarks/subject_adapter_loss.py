@@ -11,8 +11,8 @@ An adapter that carries identity brings "with references" well below "caption on
 
 import torch, tempfile
 torch.set_num_threads(1)
-from smg_sdk.backends.flux_recipes import _load_backend
-from smg_sdk.builtin import tiny_pipeline
+from smg_sdk.backends.flux.recipes import _load_backend
+from smg_sdk.backends.flux.plugin import tiny_pipeline
 from smg_sdk.data.subjectworld import SubjectWorld
 from smg_sdk.training import TrainingSample
 from smg_sdk.training.trainer import FlowMatchingTrainer, TrainerConfig, adapter_parameters

@@ -33,8 +33,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from smg_sdk.backends.flux_recipes import _LazySamples, _load_backend
-    from smg_sdk.builtin import tiny_pipeline
+    from smg_sdk.backends.flux.recipes import _LazySamples, _load_backend
+    from smg_sdk.backends.flux.plugin import tiny_pipeline
     from smg_sdk.data.subjectworld import SubjectWorld
     from smg_sdk.presets.tiny import tiny_flux_path
     from smg_sdk.training.trainer import FlowMatchingTrainer, TrainerConfig, _seed, adapter_parameters

@@ -60,7 +60,7 @@ def check_call_options(
     cached_references: Any,
 ) -> None:
     """Validate the call options that do not belong to a :class:`Request`."""
-    from .backends.flux_sampling import CachedReferenceOptions
+    from .sampling import CachedReferenceOptions
 
     if not isinstance(output_type, str) or output_type not in OUTPUT_TYPES:
         raise RequestError(f"output_type must be 'pil', 'np', 'pt' or 'latent', not {output_type!r}.")

@@ -1,11 +1,15 @@
-"""SubjectPipeline: encoders -> aggregators -> (plans) -> backend sampling -> verifier.
+"""SubjectPipeline: plan -> encode (encoders -> aggregators) -> sample -> decode -> rank.
 
-The call signature follows diffusers (``generator``, ``num_inference_steps``,
+Each stage is one method of :class:`SubjectPipeline` (:meth:`~SubjectPipeline.plan`,
+:meth:`~SubjectPipeline.encode_candidates`, :meth:`~SubjectPipeline.sample`,
+:meth:`~SubjectPipeline.decode`, :meth:`~SubjectPipeline.rank`); ``__call__`` runs them in
+that order. The call signature follows diffusers (``generator``, ``num_inference_steps``,
 ``guidance_scale``, ``output_type``, ``callback_on_step_end``, a progress bar).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import threading
@@ -16,15 +20,15 @@ from typing import Any, Callable, Sequence, TypeVar
 import torch
 from PIL import Image
 
-from .backends.flux_sampling import CachedReferenceOptions
 from .call_checks import as_subjects, check_call_options, check_latents, run_callback
 from .candidates import batch_groups, encode_shared, stack
 from .conditions import ConditionSet
 from .errors import RequestError
 from .interfaces import Aggregator, AttentionRule, ConditionEncoder, DenoisingSchedule, Planner, Verifier
 from .plugins.manager import get_registry
+from .sampling import CachedReferenceOptions, SampleResult, prepare_sampling
 from .serialization import load_pipeline, save_pipeline
-from .types import MAX_BATCH, Plan, PipelineOutput, Request, Subject
+from .types import MAX_BATCH, BatchRecord, Plan, PipelineOutput, Request, Subject
 
 ComponentSpec = Any
 """A component object, a registered name, ``(name, config)`` or ``{"name": ..., **config}``."""
@@ -102,9 +106,9 @@ class SubjectPipeline:
         self._progress = True
         self._own_lock = threading.RLock()
         self.last_encoder_calls: dict[str, int] = {}
-        """Calls per encoder in the last generation (``"<i>:<class>"`` -> count), for logs and tests."""
+        """``PipelineOutput.encoder_calls`` of the last generation (a convenience for logs; the output has it)."""
         self.last_candidate_batches: list[list[int]] = []
-        """Candidate indices of each sampler call in the last generation."""
+        """``PipelineOutput.candidate_batches`` of the last generation (a convenience; the output has it)."""
 
     @property
     def lock(self) -> threading.RLock:
@@ -191,13 +195,23 @@ class SubjectPipeline:
     @serialised
     def encode(self, request: Request, plan: Plan | None = None) -> ConditionSet:
         """Run every encoder, then every aggregator, for one request (batch 1)."""
-        if plan is not None and plan.prompt:
-            request = dataclasses.replace(request, prompt=plan.prompt)
+        request = _with_plan_prompt(request, plan)
         conditions = ConditionSet.merge(encoder.encode(request, self.backend) for encoder in self.encoders)
+        return self._aggregate(conditions, plan, request, rows=1)
+
+    def _aggregate(self, conditions: ConditionSet, plan: Plan | None, request: Request, rows: int) -> ConditionSet:
+        """The aggregator stage of one candidate: its plan into ``meta``, every aggregator in order, ``rows`` copies.
+
+        The plan is in ``conditions.meta["plan"]`` for the aggregators and, after the copies,
+        one per row in ``meta["plans"]`` for the rules.
+        """
         if plan is not None:
             conditions.meta["plan"] = plan
         for aggregator in self.aggregators:
             conditions = aggregator.aggregate(conditions, request)
+        conditions = conditions.repeat(rows)
+        if plan is not None:
+            conditions.meta["plans"] = [plan] * rows
         return conditions
 
     @torch.no_grad()  # as diffusers pipelines: learnable encoders/aggregators must not build graphs here
@@ -223,7 +237,7 @@ class SubjectPipeline:
         cached_references: CachedReferenceOptions | None = None,
         candidate_batch_size: int | None = None,
     ) -> PipelineOutput:
-        """Generate images of ``subjects`` following ``prompt``.
+        """Generate images of ``subjects`` following ``prompt``: plan -> encode -> sample -> decode -> rank.
 
         With a planner, ``num_candidates`` plans are drawn and one image is generated per
         plan; with a verifier, candidates are scored and returned best first (test-time
@@ -237,98 +251,130 @@ class SubjectPipeline:
         check_call_options(output_type, num_candidates, candidate_batch_size, callback_on_step_end,
                            cached_references)
         request = self.make_request(
-            prompt,
-            subjects,
-            height=height,
-            width=width,
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            generator=generator,
-            seed=seed,
-            num_images_per_prompt=num_images_per_prompt,
-            negative_prompt=negative_prompt,
+            prompt, subjects, height=height, width=width, num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale, generator=generator, seed=seed,
+            num_images_per_prompt=num_images_per_prompt, negative_prompt=negative_prompt,
             true_cfg_scale=true_cfg_scale,
         )
-        if num_candidates * request.num_images_per_prompt > MAX_BATCH:
-            raise RequestError(
-                f"num_candidates x num_images_per_prompt = {num_candidates * request.num_images_per_prompt} images; "
-                f"at most {MAX_BATCH} per call are supported."
-            )
+        _check_image_count(request, num_candidates)
         latents = check_latents(latents, request, self.backend)
         generator = request.make_generator(self.backend.device)
         timings: dict[str, float] = {}
-        clock = time.perf_counter()
-        plans: list[Plan | None] = [None] * num_candidates
-        if self.planner is not None:
-            plans = list(self.planner.plan(request, num_candidates, generator))
-            if not plans:
-                raise RequestError(
-                    f"Planner {type(self.planner).__name__} returned no plan; it must return at least one."
-                )
-        timings["plan"] = time.perf_counter() - clock
+        with _timed(timings, "plan"):
+            plans = self.plan(request, num_candidates, generator)
+        with _timed(timings, "encode"):
+            encoded = self.encode_candidates(request, plans)
+        groups = self.candidate_batches(encoded, candidate_batch_size)
+        callback = None if callback_on_step_end is None else functools.partial(run_callback, self, callback_on_step_end)
+        with _timed(timings, "denoise"):
+            results = [self.sample(request, encoded.batch(group), generator=generator,
+                                   latents=_repeat(latents, len(group)), callback=callback,
+                                   cached_references=cached_references) for group in groups]
+        with _timed(timings, "decode"):
+            images = self.decode(request, groups, results, output_type)
+        out = self.rank(request, images, plans, output_type, timings)
+        out.encoder_calls, out.candidate_batches = encoded.encoder_calls, [list(g) for g in groups]
+        out.batches = [BatchRecord(list(g), r.trace, r.reference_passes) for g, r in zip(groups, results)]
+        out.trace = out.batches[0].trace
+        self.last_encoder_calls, self.last_candidate_batches = out.encoder_calls, out.candidate_batches
+        return out
 
-        clock = time.perf_counter()
-        positives, negatives = self.encode_candidates(request, plans)
-        timings["encode"] = time.perf_counter() - clock
+    # ------------------------------------------------------------------ the stages
+    def plan(self, request: Request, num_candidates: int, generator: torch.Generator | None) -> list[Plan | None]:
+        """Stage 1: ``num_candidates`` plans from the planner, or ``[None] * num_candidates`` without one.
 
-        step_callback = None
-        if callback_on_step_end is not None:
-            step_callback = functools.partial(run_callback, self, callback_on_step_end)
+        Raises :class:`RequestError` when the planner returns no plan.
+        """
+        if self.planner is None:
+            return [None] * num_candidates
+        plans = list(self.planner.plan(request, num_candidates, generator))
+        if not plans:
+            raise RequestError(f"Planner {type(self.planner).__name__} returned no plan; it must return at least one.")
+        return plans
+
+    @serialised
+    def encode_candidates(self, request: Request, plans: Sequence[Plan | None]) -> "EncodedCandidates":
+        """Stage 2: condition sets (batch ``num_images_per_prompt``) per plan, and for the negative prompt.
+
+        Encoders whose output does not depend on the plan run once for all candidates (see
+        :mod:`smg_sdk.candidates`); aggregators run per candidate (:meth:`_aggregate`).
+        """
+        effective = [_with_plan_prompt(request, plan) for plan in plans]
+        needs_negative = request.negative_prompt is not None and request.true_cfg_scale > 1
+        negative_request = request.negative() if needs_negative else None
+        encoded, calls = encode_shared(
+            self.encoders, self.backend, effective + ([negative_request] if negative_request is not None else [])
+        )
         rows = request.num_images_per_prompt
-        images: list[Any] = [None] * len(plans)
-        trace: list[dict[str, float]] = []
-        timings["denoise"] = timings["decode"] = 0.0
-        groups = batch_groups(positives, candidate_batch_size)
-        if negatives is not None:  # a batch must be stackable on both sides
-            groups = [sub for g in groups for sub in _split_stackable(g, negatives)]
-        for group in groups:
-            clock = time.perf_counter()
-            conditions = stack([positives[i] for i in group])
-            negative = stack([negatives[i] for i in group]) if negatives is not None else None
-            group_latents = None if latents is None else latents.repeat(len(group), *([1] * (latents.ndim - 1)))
-            result = self.backend.denoise(
-                conditions,
-                height=request.height,
-                width=request.width,
-                num_inference_steps=request.num_inference_steps,
-                guidance_scale=request.guidance_scale,
-                generator=generator,
-                rules=self.rules,
-                schedule=self.schedule,
-                request=request,
-                negative_conditions=negative,
-                true_cfg_scale=request.true_cfg_scale,
-                latents=group_latents,
-                callback=step_callback,
-                progress=self._progress,
-                cached=cached_references,
-            )
-            timings["denoise"] += time.perf_counter() - clock
-            clock = time.perf_counter()
+        positives = [self._aggregate(c, plan, req, rows) for c, plan, req in zip(encoded, plans, effective)]
+        negatives = None
+        if negative_request is not None:
+            shared = encoded[-1]
+            negatives = [
+                self._aggregate(ConditionSet(list(shared.streams), shared.pooled, dict(shared.meta)), plan,
+                                negative_request, rows)
+                for plan in plans
+            ]
+        return EncodedCandidates(positives, negatives, calls)
+
+    @staticmethod
+    def candidate_batches(encoded: "EncodedCandidates", max_batch: int | None) -> list[list[int]]:
+        """Candidate indices of each sampler call: stackable runs of at most ``max_batch`` (None = no limit)."""
+        groups = batch_groups(encoded.positives, max_batch)
+        if encoded.negatives is not None:  # a batch must be stackable on both sides
+            groups = [sub for g in groups for sub in _split_stackable(g, encoded.negatives)]
+        return groups
+
+    def sample(
+        self,
+        request: Request,
+        batch: tuple[ConditionSet, ConditionSet | None],
+        *,
+        generator: torch.Generator | None,
+        latents: torch.Tensor | None = None,
+        callback: Callable | None = None,
+        cached_references: CachedReferenceOptions | None = None,
+    ) -> SampleResult:
+        """Stage 3: one sampler call for a stacked batch ``(positive, negative)`` of candidates.
+
+        The attention passes (rules, stream independence, schedule weights) are built here in
+        core code (:func:`smg_sdk.sampling.prepare_sampling`); the backend runs the call.
+        ``latents`` are the whole batch's starting packed latents, or None to draw them from ``generator``.
+        """
+        positive, negative = batch
+        call = prepare_sampling(
+            self.backend, positive, height=request.height, width=request.width,
+            num_inference_steps=request.num_inference_steps, rules=self.rules, request=request,
+            negative_conditions=negative, true_cfg_scale=request.true_cfg_scale,
+            guidance_scale=request.guidance_scale, schedule=self.schedule, generator=generator, latents=latents,
+            callback=callback, progress=self._progress, cached=cached_references,
+        )
+        return self.backend.sample(call)
+
+    def decode(self, request: Request, groups: list[list[int]], results: list[SampleResult], output_type: str) -> Any:
+        """Stage 4: every batch's latents decoded, regrouped in candidate order (a list or an array/tensor)."""
+        rows = request.num_images_per_prompt
+        images: list[Any] = [None] * sum(len(g) for g in groups)
+        for group, result in zip(groups, results):
             decoded = self.backend.decode(result.latents, request.height, request.width, output_type)
-            timings["decode"] += time.perf_counter() - clock
             for j, i in enumerate(group):
                 images[i] = decoded[j * rows : (j + 1) * rows]
-            trace = result.trace
-        self.last_candidate_batches = [list(g) for g in groups]
-        used_plans = [plan for plan in plans if plan is not None for _ in range(rows)]
+        return _flatten(images, output_type)
 
-        flat = _flatten(images, output_type)
-        scores: list[float] = []
-        candidates = None
-        ranking: list[int] = []
-        if self.verifier is not None and output_type != "latent":
-            clock = time.perf_counter()
-            scores = self._verify(flat, output_type, request, used_plans)
-            timings["verify"] = time.perf_counter() - clock
-            ranking = sorted(range(len(scores)), key=lambda i: -scores[i])
-            candidates = list(flat) if output_type == "pil" else flat
-            flat = [flat[i] for i in ranking] if output_type == "pil" else flat[ranking]
-            scores = [scores[i] for i in ranking]
-            used_plans = [used_plans[i] for i in ranking] if used_plans else []
+    def rank(self, request: Request, images: Any, plans: list[Plan | None], output_type: str,
+             timings: dict[str, float]) -> PipelineOutput:
+        """Stage 5: with a verifier, score every image and order images and plans best first."""
+        used_plans = [plan for plan in plans if plan is not None for _ in range(request.num_images_per_prompt)]
+        if self.verifier is None or output_type == "latent":
+            return PipelineOutput(images=images, plans=used_plans, timings=timings)
+        with _timed(timings, "verify"):
+            scores = self._verify(images, output_type, request, used_plans)
+        ranking = sorted(range(len(scores)), key=lambda i: -scores[i])
+        candidates = list(images) if output_type == "pil" else images
+        best = [images[i] for i in ranking] if output_type == "pil" else images[ranking]
         return PipelineOutput(
-            images=flat, plans=used_plans, scores=scores, candidates=candidates, timings=timings, trace=trace,
-            ranking=ranking,
+            images=best, plans=[used_plans[i] for i in ranking] if used_plans else [],
+            scores=[scores[i] for i in ranking], candidates=candidates, timings=timings, ranking=ranking,
         )
 
     def _verify(self, flat: Any, output_type: str, request: Request, plans: list[Plan]) -> list[float]:
@@ -342,48 +388,54 @@ class SubjectPipeline:
             )
         return scores
 
-    @serialised
-    def encode_candidates(
-        self, request: Request, plans: Sequence[Plan | None]
-    ) -> tuple[list[ConditionSet], list[ConditionSet] | None]:
-        """Condition sets (batch ``num_images_per_prompt``) per plan, and for the negative prompt.
 
-        Encoders whose output does not depend on the plan run once for all candidates (see
-        :mod:`smg_sdk.candidates`); aggregators run per candidate, with the plan in
-        ``conditions.meta["plan"]`` (and one per row in ``meta["plans"]``).
-        """
-        effective = [
-            dataclasses.replace(request, prompt=plan.prompt) if plan is not None and plan.prompt else request
-            for plan in plans
-        ]
-        needs_negative = request.negative_prompt is not None and request.true_cfg_scale > 1
-        negative_request = request.negative() if needs_negative else None
-        encoded, calls = encode_shared(
-            self.encoders, self.backend, effective + ([negative_request] if negative_request is not None else [])
+@dataclasses.dataclass
+class EncodedCandidates:
+    """The encode stage's result: one condition set per candidate (and per candidate for the negative prompt).
+
+    ``encoder_calls`` counts the calls each encoder made (``"<i>:<class>"`` -> count). It
+    unpacks as ``positives, negatives``.
+    """
+
+    positives: list[ConditionSet]
+    negatives: list[ConditionSet] | None
+    encoder_calls: dict[str, int]
+
+    def __iter__(self):
+        return iter((self.positives, self.negatives))
+
+    def batch(self, group: Sequence[int]) -> tuple[ConditionSet, ConditionSet | None]:
+        """The candidates ``group`` stacked along the batch axis, positive and negative."""
+        negative = stack([self.negatives[i] for i in group]) if self.negatives is not None else None
+        return stack([self.positives[i] for i in group]), negative
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], key: str):
+    """Add the block's wall time (seconds) to ``timings[key]``."""
+    clock = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - clock
+
+
+def _with_plan_prompt(request: Request, plan: Plan | None) -> Request:
+    """``request`` with the plan's rewritten prompt, when the plan has one."""
+    return dataclasses.replace(request, prompt=plan.prompt) if plan is not None and plan.prompt else request
+
+
+def _repeat(latents: torch.Tensor | None, times: int) -> torch.Tensor | None:
+    """One candidate's starting latents repeated for ``times`` candidates (None stays None)."""
+    return None if latents is None else latents.repeat(times, *([1] * (latents.ndim - 1)))
+
+
+def _check_image_count(request: Request, num_candidates: int) -> None:
+    if num_candidates * request.num_images_per_prompt > MAX_BATCH:
+        raise RequestError(
+            f"num_candidates x num_images_per_prompt = {num_candidates * request.num_images_per_prompt} images; "
+            f"at most {MAX_BATCH} per call are supported."
         )
-        self.last_encoder_calls = calls
-        rows = request.num_images_per_prompt
-
-        def finish(conditions: ConditionSet, plan: Plan | None, req: Request) -> ConditionSet:
-            if plan is not None:
-                conditions.meta["plan"] = plan
-            for aggregator in self.aggregators:
-                conditions = aggregator.aggregate(conditions, req)
-            conditions = conditions.repeat(rows)
-            if plan is not None:
-                conditions.meta["plans"] = [plan] * rows
-            return conditions
-
-        positives = [finish(c, plan, req) for c, plan, req in zip(encoded, plans, effective)]
-        negatives = None
-        if negative_request is not None:
-            shared = encoded[-1]
-            negatives = [
-                finish(ConditionSet(list(shared.streams), shared.pooled, dict(shared.meta)), plan, negative_request)
-                for plan in plans
-            ]
-        return positives, negatives
-
 
 def _split_stackable(group: list[int], sets: Sequence[ConditionSet]) -> list[list[int]]:
     """``group`` split so that each part is also stackable in ``sets`` (order kept)."""

@@ -307,6 +307,15 @@ class Plan:
 
 
 @dataclass
+class BatchRecord:
+    """One sampler call of a generation: which candidates it ran, and its per-step stream weights."""
+
+    candidates: list[int]
+    trace: list[dict[str, float]] = field(default_factory=list)
+    reference_passes: int = 0
+
+
+@dataclass
 class PipelineOutput:
     """What :class:`SubjectPipeline` returns.
 
@@ -314,7 +323,10 @@ class PipelineOutput:
     ``plans`` and ``scores`` follow ``images``. ``candidates`` holds every generated image in
     generation order when test-time selection ran, and ``ranking[j]`` is the index in
     ``candidates`` of ``images[j]``. ``trace`` records, per step, which streams were active and
-    with which weight.
+    with which weight (in the first sampler call; ``batches`` has every call's).
+    ``timings`` are seconds per stage (``plan``, ``encode``, ``denoise``, ``decode``,
+    ``verify``); ``encoder_calls`` counts each encoder's calls (``"<i>:<class>"`` -> count);
+    ``candidate_batches`` lists the candidate indices of each sampler call.
     """
 
     images: list[Image.Image] | torch.Tensor
@@ -324,3 +336,6 @@ class PipelineOutput:
     timings: dict[str, float] = field(default_factory=dict)
     trace: list[dict[str, float]] = field(default_factory=list)
     ranking: list[int] = field(default_factory=list)
+    encoder_calls: dict[str, int] = field(default_factory=dict)
+    candidate_batches: list[list[int]] = field(default_factory=list)
+    batches: list[BatchRecord] = field(default_factory=list)

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from aligngen_fixtures import one_torch_thread, quiet, redux_encoder, tiny_backend  # noqa: F401
 from conftest import make_image
 from smg_sdk import ConditionEncoder, ConditionError, ConditionSet, ConditionStream, Request, Subject, SubjectPipeline
-from smg_sdk.encoders import VAEReferenceEncoder
-from smg_sdk.positions import text_ids
+from smg_sdk.backends.flux.encoders import VAEReferenceEncoder
+from smg_sdk.backends.flux.positions import text_ids
 from smg_plugins.aligngen.dem import DeviationExtractionModule
 from smg_plugins.aligngen.mask_rule import SelectiveCrossModalMask
 from smg_plugins.aligngen.slots import SLOTS_KEY, Slot, read_slots, slots_meta

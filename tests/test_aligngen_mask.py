@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from smg_sdk import ConditionSet, ConditionStream
 from smg_sdk.attention.masks import JointAttentionMask, JointLayout
 from smg_sdk.attention.rules import IsolateReferencesRule
-from smg_sdk.positions import text_ids
+from smg_sdk.backends.flux.positions import text_ids
 from smg_plugins.aligngen.mask_rule import SelectiveCrossModalMask
 from smg_plugins.aligngen.slots import SLOTS_KEY, Slot
 

@@ -15,7 +15,7 @@ from aligngen_fixtures import one_torch_thread, quiet, redux_encoder, tiny_backe
 from conftest import make_image
 from smg_sdk import Subject, SubjectPipeline
 from smg_sdk.attention.masks import JointAttentionMask, JointLayout
-from smg_sdk.lora import lora_layers
+from smg_sdk.backends.flux.lora import lora_layers
 from smg_sdk.plugins import get_registry
 from smg_sdk.training import TrainerConfig, TrainingSample
 from smg_plugins.aligngen.slots import read_slots

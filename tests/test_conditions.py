@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from smg_sdk.conditions import ConditionSet, ConditionStream
-from smg_sdk.encoders import subject_char_spans, tokens_in_spans
+from smg_sdk.prompts import subject_char_spans, tokens_in_spans
 from smg_sdk.errors import ConditionError, SMGError
-from smg_sdk.positions import grid_ids, text_ids
+from smg_sdk.backends.flux.positions import grid_ids, text_ids
 from smg_sdk.types import Request, Subject
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

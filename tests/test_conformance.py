@@ -8,7 +8,7 @@ from hypothesis import given, settings
 
 from smg_sdk import Aggregator, AttentionRule, ConditionEncoder, ConditionSet, ConditionStream, DenoisingSchedule, Subject
 from smg_sdk.attention.rules import BlockRule, IsolateReferencesRule, StreamBiasRule
-from smg_sdk.encoders import FluxTextEncoder, VAEReferenceEncoder
+from smg_sdk.backends.flux.encoders import FluxTextEncoder, VAEReferenceEncoder
 from smg_sdk.plugins import get_registry
 from smg_sdk.schedules import ConstantSchedule
 from smg_sdk.testing import check_aggregator, check_encoder, check_rule, check_schedule, strategies

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from smg_sdk import Subject
-from smg_sdk.backends.flux import CachedReferenceOptions
-from smg_sdk.encoders import FluxTextEncoder, VAEReferenceEncoder
+from smg_sdk.sampling import CachedReferenceOptions
+from smg_sdk.backends.flux.encoders import FluxTextEncoder, VAEReferenceEncoder
 from smg_sdk.pipeline import SubjectPipeline
 from smg_sdk.schedules import ConstantSchedule
 

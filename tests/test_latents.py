@@ -7,7 +7,7 @@ from diffusers import FluxPipeline
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smg_sdk.latents import pack_latents, unpack_latents
+from smg_sdk.backends.flux.latents import pack_latents, unpack_latents
 
 SETTINGS = settings(max_examples=100, deadline=None)
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from smg_sdk import Subject
-from smg_sdk.encoders import FluxTextEncoder, VAEReferenceEncoder
-from smg_sdk.lora import token_role
+from smg_sdk.backends.flux.encoders import FluxTextEncoder, VAEReferenceEncoder
+from smg_sdk.backends.flux.lora import token_role
 from smg_sdk.pipeline import SubjectPipeline
 from smg_sdk.schedules import ConstantSchedule
 
@@ -33,7 +33,7 @@ def generate(pipe, subjects, steps=2):
 
 
 def zero_adapter(transformer, name):
-    from smg_sdk.lora import lora_layers
+    from smg_sdk.backends.flux.lora import lora_layers
 
     with torch.no_grad():
         for _, layer in lora_layers(transformer, name):

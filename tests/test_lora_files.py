@@ -93,15 +93,17 @@ def state(fmt: str) -> dict[str, torch.Tensor]:
 def outputs(backend) -> tuple[torch.Tensor, torch.Tensor]:
     """(CLIP pooled of a prompt, one transformer velocity): what a global LoRA can change."""
     pooled = backend.encode_pooled("a red dog").clone()
-    from smg_sdk.backends.flux_sampling import predict_velocity
-    from smg_sdk.encoders import FluxTextEncoder
+    from smg_sdk.attention.passes import build_attention_pass
+    from smg_sdk.backends.flux.sampler import predict_velocity
+    from smg_sdk.backends.flux.encoders import FluxTextEncoder
     from smg_sdk.types import Request
 
     conditions = FluxTextEncoder().encode(Request("a red dog", height=32, width=32), backend)
     g = torch.Generator().manual_seed(0)
     latents = torch.randn(1, 4, 64, generator=g)
     with torch.no_grad():
-        velocity = predict_velocity(backend, conditions, latents, torch.tensor([0.5]), height=32, width=32)
+        attention = build_attention_pass(conditions, latents.shape[1])
+        velocity = predict_velocity(backend, attention, latents, torch.tensor([0.5]), height=32, width=32)
     return pooled, velocity
 
 

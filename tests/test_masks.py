@@ -18,7 +18,7 @@ from smg_sdk.attention import BlockRule, IsolateReferencesRule, JointAttentionMa
 from smg_sdk.attention.masks import isolate_independent_streams
 from smg_sdk.conditions import ConditionSet, ConditionStream
 from smg_sdk.errors import AttentionRuleError, SMGError
-from smg_sdk.positions import grid_ids, text_ids
+from smg_sdk.backends.flux.positions import grid_ids, text_ids
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

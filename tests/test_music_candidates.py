@@ -11,7 +11,7 @@ from smg_plugins.music.layout_rule import LayoutAttentionRule
 from smg_plugins.music.verifiers import ClipTextVerifier
 from smg_sdk import Subject
 from smg_sdk.candidates import can_stack, stack
-from smg_sdk.encoders import FluxTextEncoder, VAEReferenceEncoder
+from smg_sdk.backends.flux.encoders import FluxTextEncoder, VAEReferenceEncoder
 from smg_sdk.errors import RequestError
 from smg_sdk.pipeline import SubjectPipeline
 

@@ -11,7 +11,7 @@ from smg_plugins.music.planner import MusicPlanner
 from smg_sdk import ConditionSet, ConditionStream, Request, Subject
 from smg_sdk.pipeline import SubjectPipeline
 from smg_sdk.plugins import get_registry
-from smg_sdk.positions import grid_ids, text_ids
+from smg_sdk.backends.flux.positions import grid_ids, text_ids
 from smg_sdk.testing import check_planner, check_rule, check_verifier
 from smg_sdk.testing.strategies import plans
 

@@ -14,7 +14,7 @@ from smg_plugins.music.layout_rule import LayoutAttentionRule, resample_layout
 from smg_sdk import ConditionSet, ConditionStream, Plan, Request, Subject
 from smg_sdk.attention.masks import JointAttentionMask, JointLayout
 from smg_sdk.errors import AttentionRuleError
-from smg_sdk.positions import grid_ids, text_ids
+from smg_sdk.backends.flux.positions import grid_ids, text_ids
 
 from conftest import make_image
 

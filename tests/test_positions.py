@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smg_sdk.errors import ConditionError, SMGError
-from smg_sdk.positions import POLICIES, grid_ids, reference_ids, text_ids
+from smg_sdk.backends.flux.positions import POLICIES, grid_ids, reference_ids, text_ids
 
 SETTINGS = settings(max_examples=120, deadline=None)
 

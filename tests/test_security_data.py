@@ -112,7 +112,7 @@ def test_training_refuses_an_output_dir_with_user_files(tiny_path, tmp_path):
     from conftest import make_image
     from smg_sdk import Subject
     from smg_sdk.backends.flux import FluxBackend
-    from smg_sdk.encoders import FluxTextEncoder, VAEReferenceEncoder
+    from smg_sdk.backends.flux.encoders import FluxTextEncoder, VAEReferenceEncoder
     from smg_sdk.pipeline import SubjectPipeline
     from smg_sdk.training import FlowMatchingTrainer, TrainerConfig, TrainingSample, adapter_parameters
 

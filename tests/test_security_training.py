@@ -13,7 +13,7 @@ import torch
 from conftest import make_image
 from smg_sdk import Subject
 from smg_sdk.backends.flux import FluxBackend
-from smg_sdk.encoders import FluxTextEncoder, VAEReferenceEncoder
+from smg_sdk.backends.flux.encoders import FluxTextEncoder, VAEReferenceEncoder
 from smg_sdk.errors import ModelLoadError, SMGError
 from smg_sdk.pipeline import SubjectPipeline
 from smg_sdk.training import FlowMatchingTrainer, TrainerConfig, TrainingSample, adapter_parameters

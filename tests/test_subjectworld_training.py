@@ -22,7 +22,7 @@ def _backend():
 
 
 def test_pretraining_resumes_bit_identically(tmp_path):
-    from smg_sdk.backends.flux_pretrain import PretrainConfig, encode_pool, pretrain
+    from smg_sdk.backends.flux.pretrain import PretrainConfig, encode_pool, pretrain
 
     config = PretrainConfig(str(tmp_path / "run"), max_steps=3, batch_size=2, pool_size=8, checkpoint_every=2,
                             progress=False, side=64)
@@ -49,7 +49,7 @@ def _smg(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_base_and_reference_lora_recipes_write_loadable_results(tmp_path):
     from smg_sdk.backends.flux import FluxBackend
-    from smg_sdk.builtin import tiny_pipeline
+    from smg_sdk.backends.flux.plugin import tiny_pipeline
 
     base = _smg("--recipe", "base", "--out", "base", "--steps", "2", "--batch-size", "2", "--pool-size", "4",
                 "--eval-samples", "1", "--eval-every", "2", cwd=tmp_path)
@@ -86,7 +86,7 @@ def test_train_command_bad_input_is_one_line(tmp_path):
 def test_learning_rate_schedules_and_their_resume_keys(tmp_path):
     import pytest
 
-    from smg_sdk.backends.flux_pretrain import PretrainConfig, lr_factor
+    from smg_sdk.backends.flux.pretrain import PretrainConfig, lr_factor
     from smg_sdk.errors import ConfigError
 
     constant = PretrainConfig(str(tmp_path), max_steps=1000, warmup_steps=10)
@@ -106,7 +106,7 @@ def test_reference_lora_recipe_is_reproducible(tmp_path):
     """Same options, same adapter: the LoRA's initial values are seeded (runs in several processes rely on it)."""
     from safetensors.torch import load_file
 
-    from smg_sdk.backends.flux_recipes import RecipeOptions, run_reference_lora
+    from smg_sdk.backends.flux.recipes import RecipeOptions, run_reference_lora
 
     adapters = []
     for name in ("a", "b"):
@@ -120,7 +120,7 @@ def test_reference_lora_recipe_is_reproducible(tmp_path):
 _KILLED_RUN = """
 import os, signal, sys
 from smg_sdk.backends.flux import FluxBackend
-from smg_sdk.backends.flux_pretrain import PretrainConfig, pretrain
+from smg_sdk.backends.flux.pretrain import PretrainConfig, pretrain
 from smg_sdk.presets.tiny import TINY_DEFAULTS, tiny_flux_path
 
 backend = FluxBackend.from_pretrained(tiny_flux_path(), max_sequence_length=TINY_DEFAULTS["max_sequence_length"])
@@ -134,7 +134,7 @@ def test_pretraining_resumes_bit_identically_after_sigkill(tmp_path):
     """A real kill (SIGKILL, no cleanup) after step 2's checkpoint; the resumed run equals a straight one."""
     import signal
 
-    from smg_sdk.backends.flux_pretrain import PretrainConfig, pretrain
+    from smg_sdk.backends.flux.pretrain import PretrainConfig, pretrain
 
     run = tmp_path / "killed"
     killed = subprocess.run([sys.executable, "-c", _KILLED_RUN, str(run)], capture_output=True, text=True,

@@ -10,7 +10,7 @@ import torch
 from conftest import make_image
 from smg_sdk import Subject
 from smg_sdk.backends.flux import FluxBackend
-from smg_sdk.encoders import FluxTextEncoder, VAEReferenceEncoder
+from smg_sdk.backends.flux.encoders import FluxTextEncoder, VAEReferenceEncoder
 from smg_sdk.pipeline import SubjectPipeline
 from smg_sdk.training import FlowMatchingTrainer, TrainerConfig, TrainerHook, TrainingSample, adapter_parameters
 

@@ -95,7 +95,7 @@ def test_non_square_reference_keeps_a_round_subject_round(pipe):
     w, h = red_box(fitted)
     assert abs(w / h - 1) < 0.1, (w, h)
     assert fitted.size == (48, 128)  # 43 x 128 of picture, padded to whole 16 px tokens
-    from smg_sdk.encoders import VAEReferenceEncoder
+    from smg_sdk.backends.flux.encoders import VAEReferenceEncoder
     from smg_sdk.types import Request
 
     request = Request("<1> on sand", [Subject(ball_photo(), "ball")], height=128, width=128)

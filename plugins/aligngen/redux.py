@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from smg_sdk import ConditionEncoder, ConditionError, ConditionSet, ConditionStream, ModelLoadError, Request
-from smg_sdk.positions import text_ids
 
 if TYPE_CHECKING:  # pragma: no cover
     from smg_sdk.backends.flux import FluxBackend
@@ -102,7 +101,7 @@ class ReduxEncoder(ConditionEncoder):
             ConditionStream(
                 name=f"{self.prefix}{k + 1}",
                 tokens=tokens[k : k + 1],
-                position_ids=text_ids(tokens.shape[1]),
+                position_ids=backend.text_position_ids(tokens.shape[1]),
                 side=self.side,  # type: ignore[arg-type]
                 subject=k,
                 meta={"redux": True},

@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from smg_sdk import ConditionEncoder, ConditionError, ConditionSet, ConditionStream, Request
-from smg_sdk.positions import text_ids
 
 from .slots import slots_meta
 from .sstar import LearnableToken
@@ -114,7 +113,7 @@ class AlignGenTextEncoder(nn.Module, ConditionEncoder):
         stream = ConditionStream(
             name=self.stream_name,
             tokens=hidden,
-            position_ids=text_ids(hidden.shape[1]),
+            position_ids=backend.text_position_ids(hidden.shape[1]),
             side="text",
             meta={"input_ids": torch.tensor(ids), "offsets": offsets, "text": marked.text, "marker_id": marker_id},
         )

@@ -2,7 +2,7 @@
 
 The concept word of a subject is its ``Subject.class_word`` where a ``<k>`` placeholder
 stands (or, without placeholders, the class word's first whole-word occurrence); the core's
-:func:`smg_sdk.encoders.subject_char_spans` finds those character spans. A *marker*, one
+:func:`smg_sdk.prompts.subject_char_spans` finds those character spans. A *marker*, one
 existing special token of the tokenizer (T5's ``<extra_id_0>`` by default), is written
 before each concept. Positions come from the tokenizer's offset mapping: S* is the token
 whose offsets are exactly the marker's span and whose id is the marker's id; the concept is
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from smg_sdk import ConditionError, Request
-from smg_sdk.encoders import subject_char_spans, tokens_in_spans
+from smg_sdk.prompts import subject_char_spans, tokens_in_spans
 
 from .slots import Slot
 

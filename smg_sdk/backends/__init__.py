@@ -1,6 +1,5 @@
-"""Diffusion backends. ``FluxBackend`` wraps diffusers' FLUX components."""
+"""Diffusion backends: the :class:`Backend` contract, and FLUX's implementation in :mod:`.flux`."""
 
 from .base import Backend
-from .flux import CachedReferenceOptions, DenoiseResult, FluxBackend
 
-__all__ = ["Backend", "CachedReferenceOptions", "DenoiseResult", "FluxBackend"]
+__all__ = ["Backend"]

@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 
 from ..atomic import check_output_folder
 from ..errors import ConfigError, SMGError
-from ..lora import lora_layers
+from ..adapters import lora_layers
+from ..attention.passes import build_attention_pass
 from ..types import Request
 from .checkpoint import PATTERN, resume_checkpoint, save_checkpoint
 from .data import TrainingSample
@@ -199,7 +200,7 @@ class FlowMatchingTrainer:
         if changing:
             raise ConfigError(f"cache_encodings=True cannot be used with hook {changing[0]} (it changes samples "
                               "per step); set cache_encodings=False.")
-        encoding = [self.backend.vae, self.backend.text_encoder, self.backend.text_encoder_2]
+        encoding = list(self.backend.encoding_modules())
         encoding += [c for c in self.pipeline.encoders + self.pipeline.aggregators if isinstance(c, nn.Module)]
         frozen = {id(p) for m in encoding for p in m.parameters()}
         if any(id(p) in frozen for p in self.trainable.values()):
@@ -207,7 +208,7 @@ class FlowMatchingTrainer:
                               "parameter belongs to one; set cache_encodings=False.")
 
     def _freeze_all_but_trainable(self) -> None:
-        modules = [getattr(self.backend, n) for n in ("transformer", "vae", "text_encoder", "text_encoder_2")]
+        modules = list(self.backend.modules().values())
         modules += [c for c in self.pipeline.encoders + self.pipeline.aggregators if isinstance(c, nn.Module)]
         for module in modules:
             module.requires_grad_(False)
@@ -250,9 +251,9 @@ class FlowMatchingTrainer:
         ``request`` is what the pipeline's attention rules see (rows share one only without rules)."""
         cfg = self.config
         noisy = (1 - sigmas[:, None, None]) * x0 + sigmas[:, None, None] * noise
-        pred = self.backend.velocity(conditions, noisy, sigmas, height=cfg.height, width=cfg.width,
-                                     guidance_scale=cfg.guidance_scale, rules=self.pipeline.rules,
-                                     request=request)
+        attention = build_attention_pass(conditions, noisy.shape[1], self.pipeline.rules, request)
+        pred = self.backend.velocity(attention, noisy, sigmas, height=cfg.height, width=cfg.width,
+                                     guidance_scale=cfg.guidance_scale)
         return ((pred.float() - (noise - x0).float()) ** 2).mean(dim=(1, 2))
 
     def sample_loss(self, sample: TrainingSample, generator: torch.Generator) -> torch.Tensor:

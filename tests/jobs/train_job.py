@@ -23,7 +23,7 @@ from conftest import make_image  # noqa: E402
 
 from smg_sdk import Subject  # noqa: E402
 from smg_sdk.backends.flux import FluxBackend  # noqa: E402
-from smg_sdk.encoders import FluxTextEncoder, VAEReferenceEncoder  # noqa: E402
+from smg_sdk.backends.flux.encoders import FluxTextEncoder, VAEReferenceEncoder  # noqa: E402
 from smg_sdk.pipeline import SubjectPipeline  # noqa: E402
 from smg_sdk.presets.tiny import tiny_flux_path  # noqa: E402
 from smg_sdk.training import FlowMatchingTrainer, TrainerConfig, TrainingSample, adapter_parameters  # noqa: E402

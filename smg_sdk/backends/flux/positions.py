@@ -35,7 +35,7 @@ from typing import Literal, Sequence
 
 import torch
 
-from .errors import ConditionError
+from ...errors import ConditionError
 
 PositionPolicy = Literal["omini", "kontext", "uno"]
 POLICIES: tuple[str, ...] = ("omini", "kontext", "uno")

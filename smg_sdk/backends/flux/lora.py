@@ -24,7 +24,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from .errors import BackendError
+from ...adapters import lora_layers
+from ...errors import BackendError
 
 CONTEXT_PARTS = ("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out", "ff_context", "context_embedder")
 TIMESTEP_PARTS = ("norm1.", "norm1_context.", ".norm.", "norm_out", "time_text_embed")
@@ -37,16 +38,7 @@ DEFAULT_TARGET_MODULES = [
 ]
 """Token-wise layers of FLUX blocks a stream adapter targets by default (no modulation layers)."""
 
-
-def lora_layers(model: nn.Module, adapter: str) -> list[tuple[str, nn.Module]]:
-    """(module name, peft LoRA layer) pairs that hold ``adapter``."""
-    from peft.tuners.lora import LoraLayer
-
-    return [
-        (name, module)
-        for name, module in model.named_modules()
-        if isinstance(module, LoraLayer) and adapter in getattr(module, "lora_B", {})
-    ]
+__all__ = ["DEFAULT_TARGET_MODULES", "activate_adapters", "lora_layers", "route_adapter", "token_role"]
 
 
 def token_role(module_name: str) -> str:

@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 RECIPES = ("vae", "base", "reference-lora")
 
@@ -52,7 +52,7 @@ class RecipeOptions:
 
 
 def _eval_steps() -> int:
-    from ..presets.tiny import TINY_DEFAULTS
+    from ...presets.tiny import TINY_DEFAULTS
 
     return int(TINY_DEFAULTS["num_inference_steps"])
 
@@ -60,8 +60,8 @@ def _eval_steps() -> int:
 def _load_backend(folder: str | Path, vae: str | Path | None = None):
     from diffusers import AutoencoderKL
 
-    from ..presets.tiny import TINY_DEFAULTS
-    from .flux import FluxBackend
+    from ...presets.tiny import TINY_DEFAULTS
+    from .backend import FluxBackend
 
     backend = FluxBackend.from_pretrained(folder, max_sequence_length=TINY_DEFAULTS["max_sequence_length"])
     if vae is not None:
@@ -72,7 +72,7 @@ def _load_backend(folder: str | Path, vae: str | Path | None = None):
 
 def _world_eval(pipe, options: RecipeOptions, counts: tuple[int, ...], text_only: bool) -> dict:
     """Mean oracle scores of ``pipe`` on held-out requests (a training evaluation line)."""
-    from ..eval.world_eval import WorldEvalConfig, evaluate
+    from ...eval.world_eval import WorldEvalConfig, evaluate
 
     config = WorldEvalConfig("training", counts, options.eval_samples, seed=1, steps=_eval_steps(),
                              no_references=text_only)
@@ -83,8 +83,8 @@ def _world_eval(pipe, options: RecipeOptions, counts: tuple[int, ...], text_only
 
 def run_base(options: RecipeOptions, log: Callable[[str], None] = print) -> Path:
     """Stage 0; returns ``OUT/flux``."""
-    from ..presets.tiny import tiny_flux_path
-    from .flux_pretrain import PretrainConfig, pretrain
+    from ...presets.tiny import tiny_flux_path
+    from .pretrain import PretrainConfig, pretrain
 
     start = Path(options.start_from or tiny_flux_path())
     backend = _load_backend(start, options.vae)
@@ -94,7 +94,7 @@ def run_base(options: RecipeOptions, log: Callable[[str], None] = print) -> Path
                                                  ("pool_size", options.pool_size), ("subjects", options.subjects),
                                                  ("learning_rate", options.learning_rate),
                                                  ("lr_schedule", options.lr_schedule)) if v is not None})
-    from ..builtin import tiny_pipeline
+    from .plugin import tiny_pipeline
 
     pipe = tiny_pipeline(backend)  # requests without subjects use only its text encoder
     evaluate = (lambda step: _world_eval(pipe, options, (1, 2), text_only=True)) if options.eval_samples else None
@@ -105,7 +105,7 @@ def run_base(options: RecipeOptions, log: Callable[[str], None] = print) -> Path
 
 def _write_flux_folder(backend, start: Path, folder: Path) -> Path:
     """``start``'s files with the backend's VAE, transformer and T5 weights, atomically."""
-    from ..atomic import atomic_folder
+    from ...atomic import atomic_folder
 
     with atomic_folder(folder, kind="flux-folder") as staging:
         for item in start.iterdir():
@@ -135,10 +135,10 @@ def _write_history(out: Path, losses: list[float], evaluations: list[dict]) -> N
 
 def run_reference_lora(options: RecipeOptions, log: Callable[[str], None] = print) -> Path:
     """Stage 1; returns ``OUT/adapter/pytorch_lora_weights.safetensors`` (the LoRA in diffusers' format)."""
-    from ..builtin import tiny_pipeline
-    from ..data.subjectworld import SubjectWorld
-    from ..presets.tiny import SUBJECT_ADAPTER, tiny_flux_path
-    from ..training.trainer import FlowMatchingTrainer, TrainerConfig, TrainerHook, adapter_parameters
+    from .plugin import tiny_pipeline
+    from ...data.subjectworld import SubjectWorld
+    from ...presets.tiny import SUBJECT_ADAPTER, tiny_flux_path
+    from ...training.trainer import FlowMatchingTrainer, TrainerConfig, TrainerHook, adapter_parameters
 
     backend = _load_backend(options.start_from or tiny_flux_path(), options.vae)
     torch.manual_seed(options.seed)  # LoRA A's initial values: the same run gives the same adapter
@@ -200,7 +200,7 @@ def run_recipe(recipe: str, options: RecipeOptions, log: Callable[[str], None] =
 def run_vae(options: RecipeOptions, log: Callable[[str], None] = print) -> Path:
     """The VAE (:mod:`smg_sdk.training.vae`); returns ``OUT/vae``, exported from the newest checkpoint
     whether the run finished or stopped on its budget (a rerun continues it)."""
-    from ..training.vae import VAEConfig, export_vae, train_vae
+    from ...training.vae import VAEConfig, export_vae, train_vae
 
     sizes = {k: v for k, v in (("max_steps", options.steps), ("batch_size", options.batch_size)) if v is not None}
     config = VAEConfig(str(Path(options.out) / "checkpoints"), seed=options.seed, budget_minutes=options.budget_minutes,

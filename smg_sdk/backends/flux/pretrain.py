@@ -30,12 +30,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError
-from ..latents import pack_latents
-from ..positions import grid_ids, text_ids
+from ...errors import ConfigError
+from .latents import pack_latents
+from .positions import grid_ids, text_ids
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .flux import FluxBackend
+    from .backend import FluxBackend
 
 
 @dataclass
@@ -110,8 +110,8 @@ class LatentPool:
 @torch.no_grad()
 def encode_pool(backend: "FluxBackend", config: PretrainConfig, batch: int = 64) -> LatentPool:
     """Encode ``config.pool_size`` caption samples (train identities, class priors) once."""
-    from ..data.subjectworld import SubjectWorld
-    from ..training.vae import normalised_latents
+    from ...data.subjectworld import SubjectWorld
+    from ...training.vae import normalised_latents
 
     world = SubjectWorld("train", "caption", config.seed, subjects=config.subjects, side=config.side,
                          prior=config.prior)
@@ -225,9 +225,9 @@ def pretrain(backend: "FluxBackend", config: PretrainConfig, pool: LatentPool | 
     at the end; its dict is logged and kept. Raises :class:`~smg_sdk.errors.ConfigError` when the
     checkpoint was written with other settings.
     """
-    from ..atomic import check_output_folder
-    from ..training.checkpoint import resume_checkpoint
-    from ..training.trainer import is_training_output
+    from ...atomic import check_output_folder
+    from ...training.checkpoint import resume_checkpoint
+    from ...training.trainer import is_training_output
 
     root = check_output_folder(config.output_dir, "training", is_training_output)
     modules = trainable_modules(backend, config)
@@ -248,7 +248,7 @@ def pretrain(backend: "FluxBackend", config: PretrainConfig, pool: LatentPool | 
 
 
 def _loop(backend, config, modules, optimizer, pool, start, evaluate, eval_every, log) -> PretrainResult:
-    from ..training.checkpoint import save_checkpoint
+    from ...training.checkpoint import save_checkpoint
 
     result, began = PretrainResult(last_step=start), time.monotonic()
     params = [p for m in modules.values() for p in m.parameters()]

@@ -12,15 +12,15 @@ import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from PIL import Image
 
-from ..attention.processor import install_stream_processors
-from ..errors import BackendError, ModelLoadError, SMGError
-from ..latents import pack_latents, unpack_latents
-from ..lora import (
+from .processor import install_stream_processors
+from ...errors import BackendError, ModelLoadError, SMGError
+from .latents import pack_latents, unpack_latents
+from .lora import (
     DEFAULT_TARGET_MODULES,
     activate_adapters,
     adapter_metadata,
@@ -31,11 +31,13 @@ from ..lora import (
     peft_loaded,
     set_text_encoder_adapters,
 )
-from .flux_sampling import CachedReferenceOptions, DenoiseResult, denoise, predict_velocity
+from ...sampling import SampleResult, SamplingCall, prepare_sampling
+from .positions import text_ids
+from .sampler import check_streams, predict_velocity, sample
 
 FLUX_COMPONENTS = ("scheduler", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "transformer")
 
-__all__ = ["CachedReferenceOptions", "DenoiseResult", "FluxBackend", "PromptEncoding", "ImageEncoding"]
+__all__ = ["FluxBackend", "ImageEncoding", "PromptEncoding"]
 
 
 @dataclass
@@ -124,7 +126,7 @@ class FluxBackend:
             )
         except (OSError, ValueError, EnvironmentError) as exc:
             raise ModelLoadError(f"Could not load FLUX from {str(path)!r}: {exc}") from exc
-        from ..serialization import check_materialised
+        from ...serialization import check_materialised
 
         check_materialised({name: getattr(pipe, name) for name in FLUX_COMPONENTS}, str(path))
         backend = cls.from_pipeline(pipe, max_sequence_length=max_sequence_length)
@@ -151,9 +153,10 @@ class FluxBackend:
     def components(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in FLUX_COMPONENTS}
 
-    def to(self, device: str | torch.device) -> "FluxBackend":
-        for name in ("transformer", "vae", "text_encoder", "text_encoder_2"):
-            getattr(self, name).to(device)
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "FluxBackend":
+        """Move every model to ``device`` and/or cast it to ``dtype`` (None leaves that as it is)."""
+        for module in self.modules().values():
+            module.to(device=device, dtype=dtype)
         return self
 
     # ------------------------------------------------------------------ properties
@@ -236,7 +239,7 @@ class FluxBackend:
         pad to the next multiple of :attr:`size_multiple`; square images in a square box encode
         exactly as :meth:`encode_images` would.
         """
-        from ..images import fit_reference
+        from ...images import fit_reference
 
         out = []
         for image in images:
@@ -246,13 +249,45 @@ class FluxBackend:
         return out
 
     # ------------------------------------------------------------------ sampling
-    def denoise(self, conditions, **kwargs) -> DenoiseResult:
-        """Run the flow-matching sampler; see :func:`smg_sdk.backends.flux_sampling.denoise`."""
-        return denoise(self, conditions, **kwargs)
+    def check_conditions(self, conditions) -> int:
+        """The batch size of ``conditions``; raises BackendError for raw streams, a missing text
+        stream or pooled embedding, disagreeing batch sizes, or widths this FLUX does not take."""
+        return check_streams(self, conditions)
 
-    def velocity(self, conditions, latents: torch.Tensor, sigmas: torch.Tensor, **kwargs) -> torch.Tensor:
-        """Differentiable velocity prediction; see :func:`.flux_sampling.predict_velocity`."""
-        return predict_velocity(self, conditions, latents, sigmas, **kwargs)
+    def sample(self, call: SamplingCall) -> SampleResult:
+        """Run the flow-matching sampler on a core sampling call (see :func:`.sampler.sample`)."""
+        return sample(self, call)
+
+    def denoise(self, conditions, *, rules=(), request=None, negative_conditions=None, **settings) -> SampleResult:
+        """Build the sampling call for ``conditions`` in core (:func:`smg_sdk.sampling.prepare_sampling`) and run it.
+
+        Keyword arguments are those of :func:`~smg_sdk.sampling.prepare_sampling`.
+        """
+        call = prepare_sampling(self, conditions, rules=rules, request=request,
+                                negative_conditions=negative_conditions, **settings)
+        return self.sample(call)
+
+    def velocity(self, attention, latents: torch.Tensor, sigmas: torch.Tensor, **kwargs) -> torch.Tensor:
+        """Differentiable velocity prediction for an attention pass; see :func:`.sampler.predict_velocity`."""
+        return predict_velocity(self, attention, latents, sigmas, **kwargs)
+
+    def text_position_ids(self, length: int) -> torch.Tensor:
+        """``(length, 3)`` RoPE ids of text-side tokens (FLUX: all zeros)."""
+        return text_ids(length)
+
+    def adapter_parameters(self, name: str) -> dict[str, torch.nn.Parameter]:
+        """The trainable LoRA parameters of adapter ``name`` in the transformer, by qualified name."""
+        from ...training.trainer import adapter_parameters
+
+        return adapter_parameters(self.transformer, name)
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """Every model of the backend by component name (what ``to``, freezing and offload act on)."""
+        return {name: getattr(self, name) for name in ("transformer", "vae", "text_encoder", "text_encoder_2")}
+
+    def encoding_modules(self) -> list[torch.nn.Module]:
+        """The modules that only encode inputs (VAE, CLIP, T5): frozen when a trainer caches encodings."""
+        return [self.vae, self.text_encoder, self.text_encoder_2]
 
     @torch.no_grad()
     def decode(self, packed: torch.Tensor, height: int, width: int, output_type: str = "pil"):
@@ -279,7 +314,7 @@ class FluxBackend:
         adapter is removed from every component and :class:`ModelLoadError` is raised. Files
         must be safetensors (a ``.safetensors`` file, or a folder/repo holding one).
         """
-        from ..types import MAX_GUIDANCE, as_float
+        from ...types import MAX_GUIDANCE, as_float
 
         weight = as_float(weight, "weight", -MAX_GUIDANCE, MAX_GUIDANCE)
         source = _safetensors_only(path_or_state_dict, kwargs)
@@ -455,7 +490,7 @@ class FluxBackend:
         ``base`` and adapter files must lie inside ``folder``; a ``source`` elsewhere is loaded
         only because the caller allowed it (``allow_external``) when loading the pipeline.
         """
-        from ..manifest import inside
+        from ...manifest import inside
 
         folder = Path(folder)
         path = inside(folder, entry["base"], "backend.base") if "base" in entry else entry.get("source")

@@ -1,0 +1,75 @@
+"""The FLUX backend's registrations: the ``flux`` backend, its encoders and the ``tiny`` preset.
+
+The core's own plugin (:mod:`smg_sdk.builtin`) calls :func:`register` when it loads, so
+these names are there whenever the registry is; nothing else in the core names a FLUX
+module.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ...pipeline import SubjectPipeline
+    from ...plugins.registry import Registry
+
+
+def flux_backend(path: str | None = None, *, manifest: dict | None = None, folder: str | None = None, **options: Any):
+    """``flux`` backend: a diffusers-format folder, or a saved pipeline's backend entry."""
+    from .backend import FluxBackend
+
+    if manifest is not None:
+        return FluxBackend.from_manifest(manifest, folder, **options)
+    if path is None:
+        from ...errors import ModelLoadError
+
+        raise ModelLoadError("The flux backend needs path='/local/folder/of/FLUX.1-dev' (diffusers format).")
+    return FluxBackend.from_pretrained(path, **options)
+
+
+def tiny_pipeline(backend, reference_mode: str = "concat", position: str = "kontext",
+                  adapter: str | None = None) -> "SubjectPipeline":
+    """The tiny preset's composition around ``backend``: T5/CLIP text + VAE references
+    (``reference_mode``, ``position``) with the stream LoRA ``adapter`` on the reference tokens."""
+    from ...pipeline import SubjectPipeline
+    from ...plugins.manager import get_registry
+    from ...presets.tiny import TINY_DEFAULTS
+
+    registry = get_registry()
+    defaults = {k: v for k, v in TINY_DEFAULTS.items() if k != "max_sequence_length"}
+    return SubjectPipeline(
+        backend,
+        encoders=[
+            registry.build("encoder", "flux-text"),
+            registry.build("encoder", "vae-reference", mode=reference_mode, position=position, adapter=adapter),
+        ],
+        schedule=registry.build("schedule", "constant"),
+        defaults=defaults,
+    )
+
+
+def tiny_preset(reference_mode: str = "concat", position: str = "kontext") -> "SubjectPipeline":
+    """The embedded tiny FLUX: text + VAE references, runs in seconds on a CPU.
+
+    When the package ships a trained subject adapter (``presets/tiny/subject_lora/``), it is
+    loaded as the stream LoRA ``subject`` and routed to the reference tokens only.
+    """
+    from ...presets.tiny import SUBJECT_ADAPTER, TINY_DEFAULTS, tiny_flux_path, tiny_subject_lora_path
+    from .backend import FluxBackend
+
+    backend = FluxBackend.from_pretrained(tiny_flux_path(), max_sequence_length=TINY_DEFAULTS["max_sequence_length"])
+    backend.source = None  # small enough to save whole, so a saved pipeline never depends on the install
+    lora = tiny_subject_lora_path()
+    if lora is not None:
+        backend.load_stream_adapter(SUBJECT_ADAPTER, lora)
+    return tiny_pipeline(backend, reference_mode, position, SUBJECT_ADAPTER if lora is not None else None)
+
+
+def register(registry: "Registry") -> None:
+    """Add the FLUX backend, FLUX's text and VAE-reference encoders and the ``tiny`` preset."""
+    from .encoders import FluxTextEncoder, VAEReferenceEncoder
+
+    registry.add_backend("flux", flux_backend)
+    registry.add_encoder("flux-text", FluxTextEncoder)
+    registry.add_encoder("vae-reference", VAEReferenceEncoder)
+    registry.add_preset("tiny", tiny_preset)

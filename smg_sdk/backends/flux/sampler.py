@@ -1,0 +1,279 @@
+"""The FLUX flow-matching sampler: runs a core :class:`~smg_sdk.sampling.SamplingCall`.
+
+With only a prompt stream and no rules it performs exactly FluxPipeline's computation (the
+peer test checks this). The call's attention passes (built in core, see
+:mod:`smg_sdk.attention.passes`) bring:
+
+- text-side streams, concatenated to the text sequence;
+- *concat* reference streams, appended to the image sequence (same timestep);
+- *cached* reference streams, run in a pass of their own that records each attention
+  layer's post-RoPE keys/values, which every denoising pass then appends to its keys;
+- the joint mask (streams' independence and the rules) with the schedule's per-step
+  stream weights, which this module turns into SDPA's additive mask;
+- per-stream LoRA routing (see :mod:`.lora`) to the query tokens each adapter applies to.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ...attention.passes import AttentionPass
+from ...conditions import ConditionSet, ConditionStream
+from ...errors import BackendError
+from ...sampling import SampleResult, SamplingCall
+from .latents import pack_latents
+from .lora import activate_adapters, route_adapter
+from .positions import grid_ids
+from .processor import KV, AttentionContext
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .backend import FluxBackend
+
+
+@dataclass
+class _PassInputs:
+    """The FLUX tensors of one attention pass that stay fixed across steps."""
+
+    attention: AttentionPass
+    text_tokens: torch.Tensor
+    text_ids: torch.Tensor
+    routed: list[tuple[str, torch.Tensor]]
+
+    @property
+    def conditions(self) -> ConditionSet:
+        return self.attention.conditions
+
+
+def check_streams(backend: "FluxBackend", conditions: ConditionSet) -> int:
+    """The batch size of ``conditions``; raises BackendError for streams this FLUX cannot use."""
+    raw = [s.name for s in conditions.by_side("raw")]
+    if raw:
+        raise BackendError(
+            f"Streams {raw} are raw features; add an aggregator that turns them into text or reference streams."
+        )
+    if not conditions.text:
+        raise BackendError("No text-side stream: add a text encoder (e.g. 'flux-text') to the pipeline.")
+    if conditions.pooled is None:
+        raise BackendError("FLUX needs a pooled text embedding; the pipeline's text encoder must provide one.")
+    batch = {int(s.tokens.shape[0]) for s in conditions} | {int(conditions.pooled.shape[0])}
+    if len(batch) != 1:
+        raise BackendError(f"Condition streams disagree on batch size: {sorted(batch)}.")
+    for s in conditions.text:
+        if s.tokens.shape[-1] != backend.text_width:
+            raise BackendError(
+                f"Text stream {s.name!r} has width {s.tokens.shape[-1]}; this FLUX expects {backend.text_width}."
+            )
+    for s in conditions.references:
+        if s.tokens.shape[-1] != backend.transformer.config.in_channels:
+            raise BackendError(
+                f"Reference stream {s.name!r} has width {s.tokens.shape[-1]}; packed latents of this FLUX have "
+                f"{backend.transformer.config.in_channels}."
+            )
+    return batch.pop()
+
+
+def _inputs(backend: "FluxBackend", attention: AttentionPass) -> _PassInputs:
+    """Text tokens and ids in the transformer's dtype, and each adapter's query mask over the batch."""
+    device, dtype = backend.device, backend.dtype
+    text = attention.conditions.text
+    text_tokens = torch.cat([s.tokens for s in text], dim=1).to(device, dtype)
+    text_ids = torch.cat([s.position_ids for s in text], dim=0).to(device, dtype)
+    batch = int(text_tokens.shape[0])
+    routed = [(name, m.to(device, dtype).expand(batch, -1)) for name, m in attention.adapter_queries.items()]
+    return _PassInputs(attention, text_tokens, text_ids, routed)
+
+
+def _record(
+    backend: "FluxBackend",
+    stream: ConditionStream,
+    timestep: torch.Tensor,
+    guidance: torch.Tensor | None,
+    pooled: torch.Tensor,
+) -> dict[str, KV]:
+    """Run ``stream`` alone through the transformer; return each layer's keys/values."""
+    transformer = backend.transformer
+    batch = stream.tokens.shape[0]
+    ctx = AttentionContext(mode="record")
+    adapters = backend.transformer_adapter_weights()
+    if stream.adapter is not None:
+        adapters[stream.adapter] = 1.0
+    activate_adapters(transformer, adapters)
+    try:
+        transformer(
+            hidden_states=stream.tokens.to(backend.device, backend.dtype),
+            encoder_hidden_states=torch.zeros(batch, 0, backend.text_width, device=backend.device, dtype=backend.dtype),
+            pooled_projections=pooled,
+            timestep=timestep,
+            guidance=guidance,
+            txt_ids=torch.zeros(0, 3, device=backend.device, dtype=backend.dtype),
+            img_ids=stream.position_ids.to(backend.device, backend.dtype),
+            joint_attention_kwargs={"smg": ctx},
+            return_dict=False,
+        )
+    finally:
+        backend.reset_adapters()
+    return ctx.recorded
+
+
+def _forward(
+    backend: "FluxBackend",
+    inputs: _PassInputs,
+    latents: torch.Tensor,
+    img_ids: torch.Tensor,
+    timestep: torch.Tensor,
+    guidance: torch.Tensor | None,
+    weights: dict[str, float],
+    cache: dict[str, dict[str, KV]],
+) -> torch.Tensor:
+    """One transformer evaluation on the target latents with all streams; returns the image velocity."""
+    attention = inputs.attention
+    additive = attention.mask_at(weights).additive(dtype=backend.dtype, device=backend.device)
+    extra = attention.concat_streams
+    cached = attention.cached_streams
+    hidden = torch.cat([latents] + [s.tokens.to(latents) for s in extra], dim=1)
+    ids = torch.cat([img_ids] + [s.position_ids.to(img_ids) for s in extra], dim=0)
+    needs_ctx = additive is not None or cached
+    kwargs = {"smg": AttentionContext(mask=additive, cached=[cache[s.name] for s in cached])} if needs_ctx else None
+    transformer = backend.transformer
+    with ExitStack() as stack:
+        if inputs.routed:
+            adapters = backend.transformer_adapter_weights()
+            adapters.update({name: 1.0 for name, _ in inputs.routed})
+            activate_adapters(transformer, adapters)
+            stack.callback(backend.reset_adapters)
+            for name, token_mask in inputs.routed:
+                stack.enter_context(route_adapter(transformer, name, token_mask, attention.layout.text_length))
+        out = transformer(
+            hidden_states=hidden,
+            timestep=timestep,
+            guidance=guidance,
+            pooled_projections=inputs.conditions.pooled.to(latents),
+            encoder_hidden_states=inputs.text_tokens,
+            txt_ids=inputs.text_ids,
+            img_ids=ids,
+            joint_attention_kwargs=kwargs,
+            return_dict=False,
+        )[0]
+    return out[:, : latents.shape[1]]
+
+
+def prepare_timesteps(backend: "FluxBackend", scheduler, num_inference_steps: int, image_seq_len: int, sigmas=None):
+    """FluxPipeline's timestep preparation: linear sigmas, shifted by image size."""
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
+
+    sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps) if sigmas is None else sigmas
+    if getattr(scheduler.config, "use_flow_sigmas", False):
+        sigmas = None
+    mu = calculate_shift(
+        image_seq_len,
+        scheduler.config.get("base_image_seq_len", 256),
+        scheduler.config.get("max_image_seq_len", 4096),
+        scheduler.config.get("base_shift", 0.5),
+        scheduler.config.get("max_shift", 1.15),
+    )
+    timesteps, _ = retrieve_timesteps(scheduler, num_inference_steps, backend.device, sigmas=sigmas, mu=mu)
+    return timesteps
+
+
+def _guidance(backend: "FluxBackend", scale: float, batch: int) -> torch.Tensor | None:
+    """The distilled guidance embedding's input ``(B,)``, or None for a model without one."""
+    if not backend.transformer.config.guidance_embeds:
+        return None
+    return torch.full([1], scale, device=backend.device, dtype=torch.float32).expand(batch)
+
+
+def _start_latents(backend: "FluxBackend", call: SamplingCall, batch: int) -> torch.Tensor:
+    from diffusers.utils.torch_utils import randn_tensor
+
+    if call.latents is not None:
+        return call.latents
+    rows, cols = backend.token_grid(call.height, call.width)
+    shape = (batch, backend.latent_channels, rows * 2, cols * 2)
+    return pack_latents(randn_tensor(shape, generator=call.generator, device=backend.device, dtype=backend.dtype))
+
+
+class _ReferenceCache:
+    """Keys/values of the cached reference streams, per pass, and how many reference passes ran."""
+
+    def __init__(self, backend: "FluxBackend", passes: list[_PassInputs], guidance: torch.Tensor | None):
+        self.backend, self.passes, self.guidance = backend, passes, guidance
+        self.caches: list[dict[str, dict[str, KV]]] = [{} for _ in passes]
+        self.reference_passes = 0
+
+    def record(self, timestep: torch.Tensor) -> None:
+        device, dtype = self.backend.device, self.backend.dtype
+        for p, cache in zip(self.passes, self.caches):
+            for s in p.attention.cached_streams:
+                cache[s.name] = _record(self.backend, s, timestep, self.guidance, p.conditions.pooled.to(device, dtype))
+                self.reference_passes += 1
+
+
+@torch.no_grad()
+def sample(backend: "FluxBackend", call: SamplingCall) -> SampleResult:
+    """Sample packed latents for ``call`` (batch B) at ``call.height x call.width``."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    batch = check_streams(backend, call.positive.conditions)
+    latents = _start_latents(backend, call, batch)
+    rows, cols = backend.token_grid(call.height, call.width)
+    img_ids = grid_ids(rows, cols).to(backend.device, backend.dtype)
+    passes = [_inputs(backend, p) for p in (call.positive, call.negative) if p is not None]
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(backend.scheduler.config)
+    timesteps = prepare_timesteps(backend, scheduler, call.num_inference_steps, latents.shape[1], call.sigmas())
+    cache = _ReferenceCache(backend, passes, _guidance(backend, call.guidance_scale, batch))
+    zero = torch.zeros(batch, device=backend.device, dtype=backend.dtype)
+    recompute = call.cached.recompute_every_step
+    if any(p.attention.cached_streams for p in passes) and call.cached.timestep == "zero" and not recompute:
+        cache.record(zero)
+    scheduler.set_begin_index(0)
+    trace: list[dict[str, float]] = []
+    for i, t in enumerate(tqdm(timesteps, desc="denoising", disable=not call.progress, leave=False)):
+        timestep = t.expand(batch).to(backend.dtype) / 1000
+        if recompute:
+            cache.record(timestep if call.cached.timestep == "step" else zero)
+        weights = call.weights_at(i, len(timesteps))
+        trace.append(call.trace_entry(weights))
+        preds = [_forward(backend, p, latents, img_ids, timestep, cache.guidance, weights, c)
+                 for p, c in zip(passes, cache.caches)]
+        noise_pred = preds[0] if len(preds) == 1 else preds[1] + call.true_cfg_scale * (preds[0] - preds[1])
+        latents = scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+        if call.callback is not None:
+            changes = call.callback(i, t, {"latents": latents}) or {}
+            latents = changes.get("latents", latents)
+    return SampleResult(latents=latents, trace=trace, reference_passes=cache.reference_passes)
+
+
+def predict_velocity(
+    backend: "FluxBackend",
+    attention: AttentionPass,
+    latents: torch.Tensor,
+    sigmas: torch.Tensor,
+    *,
+    height: int,
+    width: int,
+    guidance_scale: float = 1.0,
+    weights: dict[str, float] | None = None,
+) -> torch.Tensor:
+    """The transformer's velocity for noisy packed ``latents`` at noise levels ``sigmas`` (B,).
+
+    Differentiable (used by training): cached reference streams are recorded at t = 0 with
+    gradients, so their adapters train through the cache exactly as they run at inference.
+    """
+    batch = check_streams(backend, attention.conditions)
+    rows, cols = backend.token_grid(height, width)
+    inputs = _inputs(backend, attention)
+    guidance = None
+    if backend.transformer.config.guidance_embeds:
+        guidance = torch.full([batch], guidance_scale, device=backend.device, dtype=torch.float32)
+    zero = torch.zeros(batch, device=backend.device, dtype=backend.dtype)
+    pooled = attention.conditions.pooled.to(backend.device, backend.dtype)
+    cache = {s.name: _record(backend, s, zero, guidance, pooled) for s in attention.cached_streams}
+    img_ids = grid_ids(rows, cols).to(backend.device, backend.dtype)
+    timestep = sigmas.to(backend.device, backend.dtype)
+    return _forward(backend, inputs, latents, img_ids, timestep, guidance, weights or {}, cache)
