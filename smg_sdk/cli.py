@@ -219,8 +219,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from PIL import Image
 
-    from .gallery import contact_sheet
-
     if args.batch is not None:
         from .batch import cmd_generate_batch
 
@@ -247,14 +245,28 @@ def cmd_generate(args: argparse.Namespace) -> int:
     print(f"wrote {out}")
     rows = _candidate_rows(result)
     if len(rows) > 1:
-        captions = [f"#{k} score {s:.3f}" if s is not None else f"#{k}" for k, _, s, _ in rows]
-        if rows[0][2] is not None:
-            captions[0] += " best"
-        sheet_path = out.with_name(out.stem + "_candidates.png")
-        sheet = contact_sheet([image for _, image, _, _ in rows], captions)
-        _atomic(sheet_path, lambda tmp: sheet.save(tmp, format="PNG"))
-        print(f"wrote {sheet_path}")
-    names = [s.class_word for s in subjects]
+        _write_candidates(out, rows)
+    _write_plans(out, rows, [s.class_word for s in subjects])
+    return 0
+
+
+def _write_candidates(out, rows: list) -> None:
+    """``<stem>_candidates.png``: every candidate, best first, captioned with its score."""
+    from .gallery import contact_sheet
+
+    captions = [f"#{k} score {s:.3f}" if s is not None else f"#{k}" for k, _, s, _ in rows]
+    if rows[0][2] is not None:
+        captions[0] += " best"
+    sheet_path = out.with_name(out.stem + "_candidates.png")
+    sheet = contact_sheet([image for _, image, _, _ in rows], captions)
+    _atomic(sheet_path, lambda tmp: sheet.save(tmp, format="PNG"))
+    print(f"wrote {sheet_path}")
+
+
+def _write_plans(out, rows: list, names: list) -> None:
+    """Each plan's grid as ``<stem>_plan<k>.png`` and ``<stem>_plans.json`` (nothing without plans)."""
+    from pathlib import Path
+
     records = []
     for rank, (k, _, score, plan) in enumerate(rows):
         if plan is None:
@@ -274,7 +286,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
         text = json.dumps(records, indent=2, default=str)
         _atomic(plans_path, lambda tmp: Path(tmp).write_text(text))
         print(f"wrote {plans_path}")
-    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -79,7 +79,7 @@ def cmd_train_subjectworld(args: argparse.Namespace) -> int:
     """Run one of the tiny preset's training recipes on SubjectWorld (resumable)."""
     import torch
 
-    from .backends.flux_recipes import RecipeOptions, run_recipe
+    from .backends.flux.recipes import RecipeOptions, run_recipe
     from .cli import _quiet_loading
     from .training.checkpoint import checkpoints
 

@@ -346,6 +346,11 @@ class MLLM:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "MLLM":
+        """Move the model to ``device`` and/or cast it to ``dtype`` (None leaves that as it is)."""
+        self.model.to(device=device, dtype=dtype)
+        return self
+
     def _find_image_token_id(self) -> int:
         token_id = getattr(self.processor, "image_token_id", None)
         if token_id is None:

@@ -180,6 +180,28 @@ class SubjectPipeline:
     def set_progress_bar_config(self, disable: bool = False) -> None:
         self._progress = not disable
 
+    @property
+    def components(self) -> list[Any]:
+        """Every component, in data-flow order: encoders, aggregators, rules, schedule, planner, verifier."""
+        single = [self.schedule, self.planner, self.verifier]
+        return [*self.encoders, *self.aggregators, *self.rules, *(c for c in single if c is not None)]
+
+    @serialised
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "SubjectPipeline":
+        """Place the whole pipeline: the backend's models and every component that holds a model.
+
+        A component is moved when it is a ``torch.nn.Module`` or defines ``to(device=, dtype=)``
+        (an MLLM encoder or planner, a SigLIP encoder, a CLIP verifier); components never move
+        themselves while they run. ``dtype`` casts floating-point weights (e.g.
+        ``torch.bfloat16``); None leaves device or dtype as they are. Returns the pipeline.
+        """
+        self.backend.to(device=device, dtype=dtype)
+        for component in self.components:
+            mover = getattr(component, "to", None)
+            if callable(mover):
+                mover(device=device, dtype=dtype)
+        return self
+
     # ------------------------------------------------------------------ running
     def make_request(self, prompt: str, subjects: Sequence[Subject | Image.Image] | None = None, **kwargs: Any) -> Request:
         """A validated :class:`Request` with this pipeline's defaults filled in.
@@ -257,7 +279,14 @@ class SubjectPipeline:
             true_cfg_scale=true_cfg_scale,
         )
         _check_image_count(request, num_candidates)
-        latents = check_latents(latents, request, self.backend)
+        callback = None if callback_on_step_end is None else functools.partial(run_callback, self, callback_on_step_end)
+        return self._generate(request, num_candidates, check_latents(latents, request, self.backend), output_type,
+                              callback, cached_references, candidate_batch_size)
+
+    def _generate(self, request: Request, num_candidates: int, latents: torch.Tensor | None, output_type: str,
+                  callback: Callable | None, cached_references: CachedReferenceOptions | None,
+                  candidate_batch_size: int | None) -> PipelineOutput:
+        """The stages in order, timed: plan -> encode -> sample -> decode -> rank."""
         generator = request.make_generator(self.backend.device)
         timings: dict[str, float] = {}
         with _timed(timings, "plan"):
@@ -265,7 +294,6 @@ class SubjectPipeline:
         with _timed(timings, "encode"):
             encoded = self.encode_candidates(request, plans)
         groups = self.candidate_batches(encoded, candidate_batch_size)
-        callback = None if callback_on_step_end is None else functools.partial(run_callback, self, callback_on_step_end)
         with _timed(timings, "denoise"):
             results = [self.sample(request, encoded.batch(group), generator=generator,
                                    latents=_repeat(latents, len(group)), callback=callback,

@@ -175,3 +175,29 @@ def test_pooled_only_matches_full_encoding(backend):
     full = FluxTextEncoder().encode(request, backend)
     pooled_only = FluxTextEncoder(t5=False).encode(request, backend)
     assert len(pooled_only) == 0 and torch.equal(full.pooled, pooled_only.pooled)
+
+
+def test_processor_follows_diffusers():
+    """The processor's body copies diffusers' FluxAttnProcessor and imports its private QKV helper.
+
+    When a diffusers release moves or changes ``_get_qkv_projections``, this fails naming the
+    installed version and the version the body follows, so the copy gets re-checked.
+    """
+    import inspect
+
+    import diffusers
+    from diffusers.models.transformers import transformer_flux
+
+    from smg_sdk.backends.flux.processor import FOLLOWS_DIFFUSERS
+
+    where = (f"smg_sdk/backends/flux/processor.py copies FluxAttnProcessor of diffusers {FOLLOWS_DIFFUSERS}; "
+             f"the installed diffusers is {diffusers.__version__}")
+    helper = getattr(transformer_flux, "_get_qkv_projections", None)
+    assert helper is not None, f"{where}, which has no _get_qkv_projections: re-copy the processor body."
+    params = list(inspect.signature(helper).parameters)
+    assert params[:3] == ["attn", "hidden_states", "encoder_hidden_states"], (
+        f"{where}, whose _get_qkv_projections takes {params}: re-check the processor body."
+    )
+    source = inspect.getsource(transformer_flux.FluxAttnProcessor.__call__)
+    for call in ("_get_qkv_projections(", "apply_rotary_emb(", "dispatch_attention_fn("):
+        assert call in source, f"{where}, whose FluxAttnProcessor no longer calls {call[:-1]}: re-copy the body."

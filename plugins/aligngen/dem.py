@@ -85,9 +85,12 @@ class DeviationExtractionModule(nn.Module, Aggregator):
         slots = read_slots(conditions, self.stream)
         redux = self._redux_streams(conditions)
         tokens = text.tokens
-        if next(self.parameters()).device != tokens.device:
-            self.to(tokens.device)  # follow the backend, as the encoders do
         param = next(self.parameters())
+        if param.device != tokens.device:
+            raise ConditionError(
+                f"The DEM's parameters are on {param.device} but the text tokens on {tokens.device}; place the "
+                "whole pipeline with pipe.to(device)."
+            )
         out = tokens.clone()
         for slot in slots:
             if slot.subject not in redux:

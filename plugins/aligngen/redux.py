@@ -77,16 +77,22 @@ class ReduxEncoder(ConditionEncoder):
     def width(self) -> int:
         return int(self.redux.config.txt_in_features)
 
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "ReduxEncoder":
+        """Move SigLIP and the Redux projection; called by ``SubjectPipeline.to``."""
+        self.vision.to(device=device, dtype=dtype)
+        self.redux.to(device=device, dtype=dtype)
+        return self
+
     @torch.no_grad()
     def image_tokens(self, images: list[Any], device: torch.device | str = "cpu") -> torch.Tensor:
-        """``(N_images, tokens, width)`` Redux tokens, as FluxPriorReduxPipeline computes them."""
-        if self.vision.device != torch.device(device):
-            self.vision.to(device)
-            self.redux.to(device)
+        """``(N_images, tokens, width)`` Redux tokens on ``device``, as FluxPriorReduxPipeline computes them.
+
+        The models run where they are (``SubjectPipeline.to`` places them); only the result moves.
+        """
         pixels = self.processor.preprocess(images=images, do_resize=True, return_tensors="pt", do_convert_rgb=True)
-        pixels = pixels.to(device=device, dtype=self.vision.dtype)
+        pixels = pixels.to(device=self.vision.device, dtype=self.vision.dtype)
         hidden = self.vision(**pixels).last_hidden_state
-        return self.redux(hidden).image_embeds
+        return self.redux(hidden).image_embeds.to(device)
 
     def encode(self, request: Request, backend: "FluxBackend") -> ConditionSet:
         if not request.subjects:

@@ -127,6 +127,11 @@ class MusicPlanner(Planner):
             self._mllm = mllm
         return self._mllm
 
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "MusicPlanner":
+        """Move (and load, if not yet loaded) the planner's MLLM; called by ``SubjectPipeline.to``."""
+        self.mllm.to(device=device, dtype=dtype)
+        return self
+
     def image_size(self) -> int:
         if self.config.image_size is not None:
             return int(self.config.image_size)

@@ -57,6 +57,11 @@ class ClipTextVerifier(Verifier):
         """Load CLIP now (it is otherwise loaded on the first :meth:`score`)."""
         self.clip.load()
 
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "ClipTextVerifier":
+        """Move CLIP (loading it first); called by ``SubjectPipeline.to``."""
+        self.clip.to(device=device, dtype=dtype)
+        return self
+
     def embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Unit-norm CLIP image embeddings ``(N, D)``."""
         return self.clip.embed_images(images)

@@ -70,6 +70,11 @@ class MLLMConditionEncoder(ConditionEncoder):
             self._mllm = load_mllm(path, trust_remote_code=self.trust_remote_code)
         return self._mllm
 
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "MLLMConditionEncoder":
+        """Move (and load, if not yet loaded) the MLLM; called by ``SubjectPipeline.to``."""
+        self.mllm.to(device=device, dtype=dtype)
+        return self
+
     @property
     def layers(self) -> list[int]:
         return selected_layers(self.mllm.num_layers, self.layer_stride)

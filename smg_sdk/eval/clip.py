@@ -35,6 +35,14 @@ class ClipEmbedder:
 
         return str(tiny_clip_path())
 
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "ClipEmbedder":
+        """Load CLIP if needed, then move it to ``device`` and/or cast it to ``dtype``."""
+        self.load()
+        self._model.to(device=device, dtype=dtype)
+        if device is not None:
+            self.device = str(device)
+        return self
+
     def load(self) -> None:
         """Load CLIP now (it is otherwise loaded on first use)."""
         if self._model is not None:

@@ -1,7 +1,7 @@
 """The FLUX backend: diffusers' FLUX components plus condition streams.
 
 It owns the transformer, VAE, CLIP + T5 text encoders and the flow-matching scheduler,
-encodes prompts and reference images, runs the sampler (see :mod:`.flux_sampling`) and
+encodes prompts and reference images, runs the sampler (see :mod:`.sampler`) and
 decodes. Streams reach the transformer only through :class:`StreamAttnProcessor` (installed
 with ``set_attn_processor``) and peft adapters.
 """

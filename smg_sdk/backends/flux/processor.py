@@ -10,6 +10,12 @@ carries an :class:`AttentionContext` in ``joint_attention_kwargs["smg"]``:
   joint additive mask built from the rules and the schedule.
 
 With no context it is FluxAttnProcessor, so an installed processor never changes a plain run.
+
+The body of :meth:`StreamAttnProcessor.__call__` is copied from ``FluxAttnProcessor.__call__``
+of diffusers 0.42.1 (``diffusers/models/transformers/transformer_flux.py``), with the context's
+additions marked; it imports diffusers' private ``_get_qkv_projections``.
+``tests/test_flux_backend.py::test_processor_follows_diffusers`` fails, naming the installed
+diffusers version, when that helper changes; the peer tests check the numbers.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.transformers.transformer_flux import _get_qkv_projections
 
 KV = tuple[torch.Tensor, torch.Tensor]
+
+FOLLOWS_DIFFUSERS = "0.42.1"
+"""The diffusers release whose ``FluxAttnProcessor.__call__`` the processor's body copies."""
 
 
 @dataclass

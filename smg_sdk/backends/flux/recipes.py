@@ -5,7 +5,7 @@ Three recipes, run in order, each resumable from its ``--out`` folder:
 - ``vae``: the tiny AutoencoderKL on SubjectWorld renders (:mod:`smg_sdk.training.vae`);
   writes ``OUT/vae/`` (a diffusers folder).
 - ``base``: stage 0, text-to-image pretraining of the transformer and T5 on captions-only
-  scenes that follow the class priors (:mod:`.flux_pretrain`), starting from a FLUX folder
+  scenes that follow the class priors (:mod:`.pretrain`), starting from a FLUX folder
   (``--from``, default the shipped preset) with the trained VAE (``--vae``); writes
   ``OUT/flux/``, a complete diffusers FLUX folder. The stand-in for FLUX.1-dev.
 - ``reference-lora``: stage 1, the OminiControl-style subject adapter: VAE reference tokens

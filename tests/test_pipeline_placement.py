@@ -1,0 +1,39 @@
+"""SubjectPipeline.to: the pipeline owns placement of the backend and of every component's models."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from smg_sdk import SubjectPipeline
+
+
+def _float_params(module: torch.nn.Module) -> set[torch.dtype]:
+    return {p.dtype for p in module.parameters() if p.is_floating_point()}
+
+
+def test_to_casts_backend_and_runs():
+    pipe = SubjectPipeline.from_preset("tiny")
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.to(dtype=torch.bfloat16) is pipe
+    for name, module in pipe.backend.modules().items():
+        assert _float_params(module) == {torch.bfloat16}, name
+    assert pipe.backend.dtype == torch.bfloat16
+    out = pipe("a photo of <1>", [Image.new("RGB", (64, 64), "red")], seed=0, num_inference_steps=2,
+               output_type="np")
+    assert np.isfinite(out.images).all()
+    pipe.to(dtype=torch.float32)
+    assert all(_float_params(m) == {torch.float32} for m in pipe.backend.modules().values())
+
+
+def test_to_moves_models_held_by_components():
+    pipe = SubjectPipeline.from_preset("squeeze-tiny")
+    pipe.to(dtype=torch.float64)
+    mllm = pipe.encoders[[type(e).__name__ for e in pipe.encoders].index("MLLMConditionEncoder")].mllm
+    assert _float_params(mllm.model) == {torch.float64}
+    modules = [c for c in pipe.components if isinstance(c, torch.nn.Module)]
+    assert modules, "the squeeze preset has learnable aggregators"
+    for component in modules:
+        assert _float_params(component) <= {torch.float64}, type(component).__name__
+    assert _float_params(pipe.backend.modules()["transformer"]) == {torch.float64}
