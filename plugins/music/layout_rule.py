@@ -128,15 +128,15 @@ class LayoutAttentionRule(AttentionRule):
             if self.background == "none":
                 blocked |= empty
             if blocked.any():
-                mask.block("image", ref.name, query_tokens=blocked)
-            bias = torch.zeros(mask.batch_size, image.length)
+                mask.block(queries="image", keys=ref.name, query_tokens=blocked)
+            offsets = [(own, self.own_bias)]  # per-row token masks: each candidate follows its own plan
             if self.mode == "soft":
-                bias += other.float() * self.bias
+                offsets.append((other, self.bias))
             if self.background == "soft":
-                bias += empty.float() * self.background_bias
-            bias += own.float() * self.own_bias
-            if bias.any():
-                mask.bias[:, image.span, ref.span] += bias[:, :, None]
+                offsets.append((empty, self.background_bias))
+            for tokens, value in offsets:
+                if value != 0 and tokens.any():
+                    mask.add_bias(queries="image", keys=ref.name, value=value, query_tokens=tokens)
 
 
 __all__ = ["BACKGROUNDS", "LayoutAttentionRule", "MODES", "resample_layout", "token_grid"]
