@@ -28,7 +28,10 @@ from smg_sdk.errors import AttentionRuleError
 from smg_sdk.plans import as_layout, plans_for_rows
 
 MODES = ("hard", "soft")
-BACKGROUNDS = ("all", "none", "soft")
+"""How tokens in another subject's cells treat a reference: blocked, or a negative bias."""
+
+BACKGROUND_MODES = ("all", "none", "soft")
+"""What tokens in empty layout cells see: every reference, none, or every reference with a bias."""
 
 
 def resample_layout(layout: torch.Tensor, rows: int, cols: int, keep_small: bool = True) -> torch.Tensor:
@@ -91,9 +94,9 @@ class LayoutAttentionRule(AttentionRule):
     ):
         if mode not in MODES:
             raise AttentionRuleError(f"music-layout mode must be one of {', '.join(MODES)}, not {mode!r}.")
-        if background not in BACKGROUNDS:
+        if background not in BACKGROUND_MODES:
             raise AttentionRuleError(
-                f"music-layout background must be one of {', '.join(BACKGROUNDS)}, not {background!r}."
+                f"music-layout background must be one of {', '.join(BACKGROUND_MODES)}, not {background!r}."
             )
         for name, value in (("bias", bias), ("own_bias", own_bias), ("background_bias", background_bias)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -139,4 +142,4 @@ class LayoutAttentionRule(AttentionRule):
                     mask.add_bias(queries="image", keys=ref.name, value=value, query_tokens=tokens)
 
 
-__all__ = ["BACKGROUNDS", "LayoutAttentionRule", "MODES", "resample_layout", "token_grid"]
+__all__ = ["BACKGROUND_MODES", "LayoutAttentionRule", "MODES", "resample_layout", "token_grid"]

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...types import PLACEHOLDER
 from .identities import Identity
 from .vocab import BACKGROUNDS, SIZES
 
@@ -181,7 +182,7 @@ def instruction(scene: Scene) -> str:
     return ", ".join(clauses) + f" on {scene.background}"
 
 
-_NAME = r"(?:a (small|medium|large) )?<(\d+)>"
+_NAME = rf"(?:a (small|medium|large) )?{PLACEHOLDER.pattern}"
 _CLAUSES = [
     ("between", re.compile(rf"^{_NAME} between {_NAME} and {_NAME}$")),
     ("relation", re.compile(rf"^{_NAME} (left of|right of|above|below) {_NAME}$")),
