@@ -27,6 +27,10 @@ class ScheduleError(SMGError, ValueError):
     """A denoising schedule's parameters are invalid."""
 
 
+class PlanError(SMGError, ValueError):
+    """A plan is malformed (layout not a 2-D grid of non-negative integers, ids out of range...)."""
+
+
 class PluginError(SMGError):
     """A plugin failed to load or register, or two plugins claim the same name."""
 
