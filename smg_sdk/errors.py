@@ -42,6 +42,18 @@ class RegistryError(SMGError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class DataError(SMGError, ValueError):
+    """Data given to a data set, an evaluator or a test-data strategy is malformed or out of range
+    (a SubjectWorld identity, scene or instruction, an image the oracle cannot read...)."""
+
+
+class DataLookupError(SMGError, KeyError):
+    """A data set has no item of the given name; the message lists the names it has."""
+
+    def __str__(self) -> str:  # KeyError would otherwise wrap the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
 class ModelLoadError(SMGError, OSError):
     """A model folder or weights file is missing or does not match what was expected."""
 
