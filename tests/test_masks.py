@@ -436,7 +436,8 @@ def test_token_masks_of_the_wrong_batch_size_are_refused_by_name():
     conditions = ConditionSet([text_stream("prompt", 3, batch=2), ref_stream("ref", 2, batch=2)])
     mask = JointAttentionMask(JointLayout.build(conditions, 4), 2)
     calls = {
-        "query_tokens": lambda: mask.block(queries="image", keys="ref", query_tokens=torch.ones(3, 4, dtype=torch.bool)),
+        "query_tokens": lambda: mask.block(queries="image", keys="ref",
+                                           query_tokens=torch.ones(3, 4, dtype=torch.bool)),
         "key_tokens": lambda: mask.add_bias(queries="image", keys="ref", value=1.0,
                                             key_tokens=torch.ones(1, 2, 2, dtype=torch.bool)),
     }
