@@ -95,4 +95,4 @@ def test_following_the_tutorial_gives_a_working_plugin(tmp_path):
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(folder / "tests")],
                            capture_output=True, text=True, env=env, cwd=folder, timeout=300)
     assert tests.returncode == 0, tests.stdout[-2000:] + tests.stderr[-2000:]
-    assert "4 passed" in tests.stdout
+    assert "5 passed" in tests.stdout
