@@ -48,7 +48,7 @@ def test_every_registry_method_is_documented(method):
 
 
 def test_every_hookspec_is_exercised_by_a_test():
-    tests = [p.read_text() for p in (ROOT / "tests").glob("test_*.py") if p.name != Path(__file__).name]
+    tests = [p.read_text() for p in (ROOT / "tests").rglob("test_*.py") if p.name != Path(__file__).name]
     for spec in hookspec_functions():
         assert any(f"def {spec.__name__}(" in text for text in tests), f"no test implements {spec.__name__}"
 
