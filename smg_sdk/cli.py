@@ -1,7 +1,10 @@
 """The ``smg`` command line.
 
 Each subcommand is a ``cmd_<name>(args) -> int`` function wired up in :func:`build_parser`,
-so new subcommands are one function plus one ``add_parser`` call. Errors a user can cause
+so new subcommands are one function plus one ``add_parser`` call. Plugins add theirs through
+the ``smg_register_commands`` hook (:func:`~smg_sdk.plugins.add_plugin_commands`); those are
+looked up only when the command is not one of the core's, so ``smg generate`` and friends
+never wait for another plugin's command hook. Errors a user can cause
 (:class:`~smg_sdk.errors.SMGError`) are shown as one ``smg: error: ...`` line, not a
 traceback.
 """
@@ -318,8 +321,21 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``smg`` parser; each subparser stores its ``cmd_*`` function as ``func``."""
+def build_parser(plugin_commands: bool = True) -> argparse.ArgumentParser:
+    """The ``smg`` parser; each subparser stores its ``cmd_*`` function (or a plugin's handler) as ``func``.
+
+    ``plugin_commands=False`` leaves out the sub-commands plugins add (and does not load plugins).
+    """
+    parser, sub = _core_parser()
+    if plugin_commands:
+        from .plugins import add_plugin_commands
+
+        add_plugin_commands(sub)
+    return parser
+
+
+def _core_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    """The parser with the core's sub-commands only, and its sub-parsers object."""
     parser = OneLineParser(prog="smg", description="smg-sdk: subject-driven image generation.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -375,12 +391,19 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_subjectworld import add_parsers
 
     add_parsers(sub)
-    return parser
+    return parser, sub
+
+
+def _is_core_command(argv: Sequence[str]) -> bool:
+    """Whether ``argv`` starts with one of the core's sub-commands (so no plugin command is needed)."""
+    _, sub = _core_parser()
+    return bool(argv) and argv[0] in sub.choices
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``smg``; returns the exit code (2 for user errors, like argparse)."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(plugin_commands=not _is_core_command(argv))
     args = parser.parse_args(argv)  # exits 2 with a usage line on bad arguments
     func: Callable[[argparse.Namespace], int] = args.func
     try:

@@ -27,12 +27,28 @@ class ScheduleError(SMGError, ValueError):
     """A denoising schedule's parameters are invalid."""
 
 
+class PlanError(SMGError, ValueError):
+    """A plan is malformed (layout not a 2-D grid of non-negative integers, ids out of range...)."""
+
+
 class PluginError(SMGError):
     """A plugin failed to load or register, or two plugins claim the same name."""
 
 
 class RegistryError(SMGError, KeyError):
     """A component name is not registered (or is registered twice)."""
+
+    def __str__(self) -> str:  # KeyError would otherwise wrap the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class DataError(SMGError, ValueError):
+    """Data given to a data set, an evaluator or a test-data strategy is malformed or out of range
+    (a SubjectWorld identity, scene or instruction, an image the oracle cannot read...)."""
+
+
+class DataLookupError(SMGError, KeyError):
+    """A data set has no item of the given name; the message lists the names it has."""
 
     def __str__(self) -> str:  # KeyError would otherwise wrap the message in quotes
         return str(self.args[0]) if self.args else ""

@@ -6,12 +6,14 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw
 
+from .errors import DataError
+
 
 def contact_sheet(images: Sequence[Image.Image], captions: Sequence[str] | None = None, columns: int = 4,
                   cell: int = 128, caption_height: int = 16) -> Image.Image:
     """Tile ``images`` (resized to ``cell`` px squares) in a grid, each with a caption under it."""
     if not images:
-        raise ValueError("contact_sheet needs at least one image")
+        raise DataError("contact_sheet: images is empty; pass at least one image.")
     captions = list(captions or [""] * len(images))
     columns = max(1, min(columns, len(images)))
     rows = (len(images) + columns - 1) // columns

@@ -19,11 +19,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 from PIL import Image, ImageDraw
 
-from .errors import SMGError
+from .errors import PlanError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .conditions import ConditionSet
-    from .types import Plan
 
 EMPTY_COLOUR = (236, 236, 236)
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -31,10 +30,6 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (70, 200, 200), (240, 50, 230), (170, 110, 40), (128, 128, 0), (0, 0, 128),
 )
 """Colours of subjects 1, 2, ... (cycled): well separated, readable under white digits."""
-
-
-class PlanError(SMGError, ValueError):
-    """A plan is malformed (layout not a 2-D grid of non-negative integers, ids out of range...)."""
 
 
 def as_layout(layout: Any) -> torch.Tensor:
@@ -120,8 +115,11 @@ def layout_image(
     return image
 
 
-def plans_for_rows(conditions: "ConditionSet", batch_size: int) -> list["Plan | None"]:
+def plans_for_rows(conditions: "ConditionSet", batch_size: int) -> list[Any]:
     """The plan each of ``batch_size`` rows follows: ``meta["plans"]`` (one per row) or ``meta["plan"]``.
+
+    Each entry is what the metadata holds: a :class:`~smg_sdk.types.Plan`, or None for a row
+    without a plan (this module does not import :mod:`smg_sdk.types`, which imports it).
 
     :class:`~smg_sdk.pipeline.SubjectPipeline` sets ``meta["plans"]`` when it batches
     candidates with different plans through one sampler call; a condition set built by hand
@@ -139,6 +137,6 @@ def plans_for_rows(conditions: "ConditionSet", batch_size: int) -> list["Plan | 
 
 
 __all__ = [
-    "EMPTY_COLOUR", "PALETTE", "PlanError", "as_layout", "check_layout_subjects", "layout_image", "layout_text",
+    "EMPTY_COLOUR", "PALETTE", "as_layout", "check_layout_subjects", "layout_image", "layout_text",
     "plans_for_rows", "subject_colour",
 ]

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import RequestError
+from .errors import PlanError, RequestError
+from .plans import as_layout, layout_image, layout_text
 
 ImageLike = Union[Image.Image, torch.Tensor]
 """What a subject image may be (file paths and numpy arrays are accepted too)."""
@@ -267,8 +268,6 @@ class Plan:
     notes: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from .plans import PlanError, as_layout
-
         if not isinstance(self.cot, str):
             raise PlanError(f"Plan.cot must be a string, got {type(self.cot).__name__}.")
         if self.prompt is not None and not isinstance(self.prompt, str):
@@ -283,8 +282,6 @@ class Plan:
 
     def layout_text(self) -> str:
         """The layout as rows of numbers (empty string without a layout)."""
-        from .plans import layout_text
-
         return "" if self.layout is None else layout_text(self.layout)
 
     def to_text(self) -> str:
@@ -299,8 +296,6 @@ class Plan:
         self, cell: int = 24, names: list[str | None] | None = None, title: str | None = None
     ) -> Image.Image:
         """The layout as a coloured-grid picture for people (see :func:`smg_sdk.plans.layout_image`)."""
-        from .plans import PlanError, layout_image
-
         if self.layout is None:
             raise PlanError("This plan has no layout to draw; only plans with a layout grid have a picture.")
         return layout_image(self.layout, cell=cell, names=names, title=title)

@@ -129,7 +129,7 @@ def test_mask_shapes_and_trivial_additive(specs, image_tokens, batch):
     assert mask.bias.shape == (batch, layout.num_queries, layout.num_keys)
     assert mask.allowed.dtype == torch.bool and bool(mask.allowed.all())
     assert mask.is_trivial and mask.additive() is None
-    mask.add_bias("image", 0.5)
+    mask.add_bias(queries="*", keys="image", value=0.5)
     out = mask.additive(dtype=torch.float64)
     assert out.shape == (batch, 1, layout.num_queries, layout.num_keys) and out.dtype == torch.float64
 
@@ -144,8 +144,8 @@ def test_copy_is_independent():
     layout = JointLayout.build(ConditionSet([text_stream("prompt", 3), ref_stream("ref", 2)]), 4)
     mask = JointAttentionMask(layout, 2)
     other = mask.copy()
-    other.block("image", "ref")
-    other.add_bias("prompt", 1.0)
+    other.block(queries="image", keys="ref")
+    other.add_bias(queries="*", keys="prompt", value=1.0)
     assert mask.is_trivial and not other.is_trivial
 
 
@@ -246,7 +246,7 @@ def _apply(op, mask: JointAttentionMask, model: Model, conditions):
             region = torch.tensor([[rnd.random() < 0.5 for _ in range(qg.length)] for _ in range(b)], dtype=torch.bool)
         else:
             region = torch.tensor([rnd.random() < 0.5 for _ in range(qg.length)], dtype=torch.bool)
-        mask.restrict_keys(keys, qg.name, region)
+        mask.restrict_keys(queries=qg.name, keys=keys, query_tokens=region)
         rows = ~region if two_d else (~region)[None].expand(b, -1)
         model.block(qg.name, keys, rows=rows.reshape(b, qg.length))
     elif kind == "weights":
@@ -318,10 +318,10 @@ def test_block_rule_skips_absent_streams_but_mask_block_does_not():
     StreamBiasRule("missing", 1.0).apply(mask, conditions, None)
     assert mask.is_trivial
     for call in (
-        lambda: mask.block("image", "missing"),
-        lambda: mask.block("missing", "image"),
-        lambda: mask.add_bias("missing", 1.0),
-        lambda: mask.restrict_keys("missing", "image", torch.ones(4, dtype=torch.bool)),
+        lambda: mask.block(queries="image", keys="missing"),
+        lambda: mask.block(queries="missing", keys="image"),
+        lambda: mask.add_bias(queries="*", keys="missing", value=1.0),
+        lambda: mask.restrict_keys(queries="image", keys="missing", query_tokens=torch.ones(4, dtype=torch.bool)),
     ):
         with pytest.raises(AttentionRuleError) as info:
             call()
@@ -342,21 +342,121 @@ def test_token_masks_of_the_wrong_length_are_refused():
     conditions = ConditionSet([text_stream("prompt", 3), ref_stream("ref", 2)])
     mask = JointAttentionMask(JointLayout.build(conditions, 4))
     with pytest.raises(AttentionRuleError):
-        mask.block("image", "ref", query_tokens=torch.ones(3, dtype=torch.bool))
+        mask.block(queries="image", keys="ref", query_tokens=torch.ones(3, dtype=torch.bool))
     with pytest.raises(AttentionRuleError):
-        mask.block("image", "ref", key_tokens=torch.ones(3, dtype=torch.bool))
+        mask.block(queries="image", keys="ref", key_tokens=torch.ones(3, dtype=torch.bool))
     with pytest.raises(AttentionRuleError):
-        mask.restrict_keys("ref", "image", torch.ones(5, dtype=torch.bool))
+        mask.restrict_keys(queries="image", keys="ref", query_tokens=torch.ones(5, dtype=torch.bool))
 
 
 def test_block_with_key_tokens_blocks_only_those_keys():
     conditions = ConditionSet([text_stream("prompt", 3), ref_stream("ref", 3)])
     layout = JointLayout.build(conditions, 2)
     mask = JointAttentionMask(layout)
-    mask.block("image", "prompt", key_tokens=torch.tensor([True, False, True]))
+    mask.block(queries="image", keys="prompt", key_tokens=torch.tensor([True, False, True]))
     img, prompt = layout.group("image"), layout.group("prompt")
     assert mask.allowed[0, img.span, prompt.span].tolist() == [[False, True, False]] * 2
     assert int((~mask.allowed).sum()) == 4
+
+
+# --------------------------------------------------------------------------- per-row token masks
+
+
+def _bool_rows(batch: int, length: int):
+    return st.lists(st.lists(st.booleans(), min_size=length, max_size=length), min_size=batch, max_size=batch)
+
+
+@st.composite
+def per_row_case(draw):
+    specs = draw(stream_specs(min_size=1, max_size=4))
+    batch = draw(st.integers(1, 3))
+    layout = JointLayout.build(build_set(specs, batch), draw(st.integers(1, 4)))
+    qg = draw(st.sampled_from([g for g in layout.groups if g.is_query]))
+    kg = draw(st.sampled_from(layout.groups))
+    q_rows = torch.tensor(draw(_bool_rows(batch, qg.length)), dtype=torch.bool).reshape(batch, qg.length)
+    k_rows = torch.tensor(draw(_bool_rows(batch, kg.length)), dtype=torch.bool).reshape(batch, kg.length)
+    op = draw(st.sampled_from(["block", "restrict", "bias"]))
+    value = draw(st.floats(-4, 4, allow_nan=False).filter(lambda v: v != 0))
+    return layout, batch, qg, kg, q_rows, k_rows, op, value
+
+
+def _per_row_op(mask, op, qg, kg, q_tokens, k_tokens, value):
+    if op == "block":
+        mask.block(queries=qg.name, keys=kg.name, query_tokens=q_tokens, key_tokens=k_tokens)
+    elif op == "restrict":
+        mask.restrict_keys(queries=qg.name, keys=kg.name, query_tokens=q_tokens, key_tokens=k_tokens)
+    else:
+        mask.add_bias(queries=qg.name, keys=kg.name, value=value, query_tokens=q_tokens, key_tokens=k_tokens)
+
+
+@given(case=per_row_case())
+@SETTINGS
+def test_per_row_token_masks_act_only_on_their_rows(case):
+    layout, batch, qg, kg, q_rows, k_rows, op, value = case
+    mask = JointAttentionMask(layout, batch)
+    _per_row_op(mask, op, qg, kg, q_rows, k_rows, value)
+    # an element-wise statement of each operation: row b of the token masks decides batch row b alone
+    expected_allowed = torch.ones_like(mask.allowed)
+    expected_bias = torch.zeros_like(mask.bias)
+    for b in range(batch):
+        for i in range(qg.length):
+            for j in range(kg.length):
+                q, k = qg.start + i, kg.start + j
+                if op == "block" and q_rows[b, i] and k_rows[b, j]:
+                    expected_allowed[b, q, k] = False
+                elif op == "restrict" and not q_rows[b, i] and k_rows[b, j]:
+                    expected_allowed[b, q, k] = False
+                elif op == "bias" and q_rows[b, i] and k_rows[b, j]:
+                    expected_bias[b, q, k] = value
+    assert torch.equal(mask.allowed, expected_allowed)
+    assert torch.equal(mask.bias, expected_bias)
+    # the same as applying each row's masks to a one-row mask over the same layout
+    for b in range(batch):
+        single = JointAttentionMask(layout, 1)
+        _per_row_op(single, op, qg, kg, q_rows[b], k_rows[b], value)
+        assert torch.equal(single.allowed[0], mask.allowed[b]) and torch.equal(single.bias[0], mask.bias[b])
+
+
+@given(case=per_row_case())
+@SETTINGS
+def test_one_row_token_masks_mean_every_row_as_before(case):
+    layout, batch, qg, kg, q_rows, k_rows, op, value = case
+    shared, expanded, listed = (JointAttentionMask(layout, batch) for _ in range(3))
+    q, k = q_rows[0], k_rows[0]
+    _per_row_op(shared, op, qg, kg, q, k, value)
+    _per_row_op(expanded, op, qg, kg, q.expand(batch, -1), k.expand(batch, -1), value)
+    _per_row_op(listed, op, qg, kg, [q] * batch, [k] * batch, value)
+    for other in (expanded, listed):
+        assert torch.equal(shared.allowed, other.allowed) and torch.equal(shared.bias, other.bias)
+    for b in range(1, batch):
+        assert torch.equal(shared.allowed[b], shared.allowed[0]) and torch.equal(shared.bias[b], shared.bias[0])
+
+
+def test_token_masks_of_the_wrong_batch_size_are_refused_by_name():
+    conditions = ConditionSet([text_stream("prompt", 3, batch=2), ref_stream("ref", 2, batch=2)])
+    mask = JointAttentionMask(JointLayout.build(conditions, 4), 2)
+    calls = {
+        "query_tokens": lambda: mask.block(queries="image", keys="ref",
+                                           query_tokens=torch.ones(3, 4, dtype=torch.bool)),
+        "key_tokens": lambda: mask.add_bias(queries="image", keys="ref", value=1.0,
+                                            key_tokens=torch.ones(1, 2, 2, dtype=torch.bool)),
+    }
+    for argument, call in calls.items():
+        with pytest.raises(AttentionRuleError) as info:
+            call()
+        assert argument in str(info.value) and "(2, " in str(info.value)
+    assert mask.is_trivial
+
+
+def test_mask_methods_take_keyword_arguments_only():
+    mask = JointAttentionMask(JointLayout.build(ConditionSet([ref_stream("ref", 2)]), 4))
+    with pytest.raises(TypeError):
+        mask.block("image", "ref")  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        mask.add_bias("ref", 1.0)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        mask.restrict_keys("ref", "image", torch.ones(4, dtype=torch.bool))  # type: ignore[misc]
+    assert mask.is_trivial
 
 
 # --------------------------------------------------------------------------- independent streams

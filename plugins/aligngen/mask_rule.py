@@ -49,6 +49,6 @@ class SelectiveCrossModalMask(AttentionRule):
                 blocked = ~exempt
                 if not blocked.any():
                     continue
-                mask.block(text.name, ref.name, query_tokens=blocked)
+                mask.block(queries=text.name, keys=ref.name, query_tokens=blocked)
                 if self.symmetric:
-                    mask.block(ref.name, text.name, key_tokens=blocked)
+                    mask.block(queries=ref.name, keys=text.name, key_tokens=blocked)

@@ -19,9 +19,11 @@ from PIL import Image
 from smg_sdk import Subject
 
 from .data import MusicSample, decimate
-from .heuristic import Box, rasterize, region_words, size_word
+from .boxes import Box
+from .heuristic import rasterize, region_words, size_word
 
-BACKGROUNDS = ((236, 232, 220), (210, 228, 236), (222, 236, 212), (240, 226, 226))
+BACKGROUND_COLOURS = ((236, 232, 220), (210, 228, 236), (222, 236, 212), (240, 226, 226))
+"""RGB (0..255) fills the synthetic target scenes are composed on; one is drawn per sample."""
 
 
 def _overlap(a: Box, b: Box) -> float:
@@ -51,7 +53,7 @@ def random_boxes(count: int, rng: random.Random, min_side: float = 0.18, max_sid
 
 
 def compose_scene(references: Sequence[Image.Image], boxes: Sequence[Box], size: int = 64,
-                  background: tuple[int, int, int] = BACKGROUNDS[0]) -> Image.Image:
+                  background: tuple[int, int, int] = BACKGROUND_COLOURS[0]) -> Image.Image:
     """The target: each reference mirrored and pasted into its box, large ones first."""
     target = Image.new("RGB", (size, size), background)
     order = sorted(range(len(boxes)), key=lambda k: -(boxes[k][2] - boxes[k][0]) * (boxes[k][3] - boxes[k][1]))
@@ -90,7 +92,7 @@ def synthesize_sample(
     """One composed multi-subject sample from ``references`` (their class words name them)."""
     n = len(references)
     boxes = random_boxes(n, rng)
-    target = compose_scene([s.pil() for s in references], boxes, size, rng.choice(BACKGROUNDS))
+    target = compose_scene([s.pil() for s in references], boxes, size, rng.choice(BACKGROUND_COLOURS))
     relations = relations_from_boxes(boxes)
     instruction = " ".join(
         [f"A photo of {_listing(n)}."] + [f"<{a + 1}> is {phrase} <{b + 1}>." for a, phrase, b in relations]

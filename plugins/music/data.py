@@ -32,7 +32,8 @@ from smg_sdk.plans import as_layout, check_layout_subjects
 from smg_sdk.training import TrainingSample
 from smg_sdk.types import PLACEHOLDER
 
-Box = tuple[float, float, float, float]
+from .boxes import Box, box_area, box_contains
+
 _SEPARATOR = re.compile(r"(\s*[,;.]\s*|\n\s*|\s+and\s+)")
 
 
@@ -90,7 +91,7 @@ def _clauses(text: str) -> list[str]:
     i = 1
     while i < len(parts):
         sep, clause = parts[i], parts[i + 1]
-        if sep.strip() == "and" and re.search(r"\bbetween\s*<\d+>\s*$", merged[-1]):
+        if sep.strip() == "and" and re.search(rf"\bbetween\s*{PLACEHOLDER.pattern}\s*$", merged[-1]):
             merged[-1] = merged[-1] + sep + clause
         else:
             merged += [sep, clause]
@@ -161,10 +162,6 @@ def ensure_mentions(text: str, count: int) -> str:
 # ---------------------------------------------------------------------------------- decimation
 
 
-def _area(box: Box) -> float:
-    return (box[2] - box[0]) * (box[3] - box[1])
-
-
 def drop_subject(sample: MusicSample, index: int) -> MusicSample:
     """``sample`` without subject ``index`` (0-based), ids renumbered everywhere."""
     n = sample.num_subjects
@@ -179,10 +176,10 @@ def drop_subject(sample: MusicSample, index: int) -> MusicSample:
     layout = sample.layout.clone()
     rows, cols = layout.shape
     cells = (layout == dropped).nonzero().tolist()
-    by_size = sorted(keep, key=lambda k: _area(sample.boxes[k]))
+    by_size = sorted(keep, key=lambda k: box_area(sample.boxes[k]))
     for r, c in cells:
         y, x = (r + 0.5) / rows, (c + 0.5) / cols
-        cover = next((k for k in by_size if _inside(sample.boxes[k], x, y)), None)
+        cover = next((k for k in by_size if box_contains(sample.boxes[k], x, y)), None)
         layout[r, c] = 0 if cover is None else cover + 1
     relabel = torch.zeros(n + 1, dtype=torch.int64)
     for old, new in mapping.items():
@@ -193,10 +190,6 @@ def drop_subject(sample: MusicSample, index: int) -> MusicSample:
     extras = {**sample.extras, "decimated_from": sample.extras.get("decimated_from", n),
               "dropped": [*sample.extras.get("dropped", []), sample.subjects[index].class_word or f"subject {dropped}"]}
     return MusicSample(subjects, instruction, cot, layout, [sample.boxes[k] for k in keep], sample.target, extras)
-
-
-def _inside(box: Box, x: float, y: float) -> bool:
-    return box[0] <= x < box[2] and box[1] <= y < box[3]
 
 
 def decimate(sample: MusicSample, min_subjects: int = 2) -> list[MusicSample]:
@@ -212,7 +205,7 @@ def decimate(sample: MusicSample, min_subjects: int = 2) -> list[MusicSample]:
     out = []
     current = sample
     while current.num_subjects > min_subjects:
-        smallest = min(range(current.num_subjects), key=lambda k: (_area(current.boxes[k]), -k))
+        smallest = min(range(current.num_subjects), key=lambda k: (box_area(current.boxes[k]), -k))
         current = drop_subject(current, smallest)
         out.append(current)
     return out

@@ -32,12 +32,9 @@ from PIL import Image
 from smg_sdk import Plan, Planner, Request
 from smg_sdk.errors import RequestError
 
+from .boxes import Box, box_area
 from .prompting import compose_prompt, subject_names
 from .spatial import ABOVE, LEFT, NEAR, SpatialParse, parse_spatial
-
-Box = tuple[float, float, float, float]
-"""``(x0, y0, x1, y1)`` as fractions of the image (0..1)."""
-
 
 def estimate_sizes(images: Sequence[Image.Image], min_scale: float = 0.45) -> list[float]:
     """Relative subject sizes in ``[min_scale, 1]`` from how much of each reference it fills.
@@ -183,7 +180,7 @@ def solve_layout(
         boxes.append((x0 + dx, y0 + dy, x0 + dx + w, y0 + dy + h))
 
     dl = depth.levels()
-    order = sorted(range(n), key=lambda k: (dl.get(k, 0), -_area(boxes[k]), k))
+    order = sorted(range(n), key=lambda k: (dl.get(k, 0), -box_area(boxes[k]), k))
     layout = rasterize(boxes, rows, cols, order=order, regions=slots, conflicts=conflicts)
     return LayoutSolution(layout, boxes, conflicts)
 
@@ -203,7 +200,7 @@ def rasterize(
     box centre that is empty or whose owner has cells to spare.
     """
     n = len(boxes)
-    order = list(order) if order is not None else sorted(range(n), key=lambda k: (-_area(boxes[k]), k))
+    order = list(order) if order is not None else sorted(range(n), key=lambda k: (-box_area(boxes[k]), k))
     regions = list(regions) if regions is not None else list(boxes)
     layout = torch.zeros(rows, cols, dtype=torch.int64)
     for k in order:
@@ -218,10 +215,6 @@ def rasterize(
             if cell is not None:
                 layout[cell] = k + 1
     return layout
-
-
-def _area(box: Box) -> float:
-    return (box[2] - box[0]) * (box[3] - box[1])
 
 
 def _centres(count: int) -> torch.Tensor:
@@ -261,7 +254,7 @@ def region_words(box: Box) -> str:
 
 
 def size_word(box: Box) -> str:
-    area = _area(box)
+    area = box_area(box)
     return "large" if area > 0.25 else "medium" if area > 0.08 else "small"
 
 
@@ -356,6 +349,6 @@ class HeuristicPlanner(Planner):
 
 
 __all__ = [
-    "Box", "HeuristicPlanner", "LayoutSolution", "describe_plan", "estimate_sizes", "rasterize", "region_words",
+    "HeuristicPlanner", "LayoutSolution", "describe_plan", "estimate_sizes", "rasterize", "region_words",
     "size_word", "solve_layout",
 ]

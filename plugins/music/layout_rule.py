@@ -28,7 +28,10 @@ from smg_sdk.errors import AttentionRuleError
 from smg_sdk.plans import as_layout, plans_for_rows
 
 MODES = ("hard", "soft")
-BACKGROUNDS = ("all", "none", "soft")
+"""How tokens in another subject's cells treat a reference: blocked, or a negative bias."""
+
+BACKGROUND_MODES = ("all", "none", "soft")
+"""What tokens in empty layout cells see: every reference, none, or every reference with a bias."""
 
 
 def resample_layout(layout: torch.Tensor, rows: int, cols: int, keep_small: bool = True) -> torch.Tensor:
@@ -91,9 +94,9 @@ class LayoutAttentionRule(AttentionRule):
     ):
         if mode not in MODES:
             raise AttentionRuleError(f"music-layout mode must be one of {', '.join(MODES)}, not {mode!r}.")
-        if background not in BACKGROUNDS:
+        if background not in BACKGROUND_MODES:
             raise AttentionRuleError(
-                f"music-layout background must be one of {', '.join(BACKGROUNDS)}, not {background!r}."
+                f"music-layout background must be one of {', '.join(BACKGROUND_MODES)}, not {background!r}."
             )
         for name, value in (("bias", bias), ("own_bias", own_bias), ("background_bias", background_bias)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -128,15 +131,15 @@ class LayoutAttentionRule(AttentionRule):
             if self.background == "none":
                 blocked |= empty
             if blocked.any():
-                mask.block("image", ref.name, query_tokens=blocked)
-            bias = torch.zeros(mask.batch_size, image.length)
+                mask.block(queries="image", keys=ref.name, query_tokens=blocked)
+            offsets = [(own, self.own_bias)]  # per-row token masks: each candidate follows its own plan
             if self.mode == "soft":
-                bias += other.float() * self.bias
+                offsets.append((other, self.bias))
             if self.background == "soft":
-                bias += empty.float() * self.background_bias
-            bias += own.float() * self.own_bias
-            if bias.any():
-                mask.bias[:, image.span, ref.span] += bias[:, :, None]
+                offsets.append((empty, self.background_bias))
+            for tokens, value in offsets:
+                if value != 0 and tokens.any():
+                    mask.add_bias(queries="image", keys=ref.name, value=value, query_tokens=tokens)
 
 
-__all__ = ["BACKGROUNDS", "LayoutAttentionRule", "MODES", "resample_layout", "token_grid"]
+__all__ = ["BACKGROUND_MODES", "LayoutAttentionRule", "MODES", "resample_layout", "token_grid"]

@@ -36,11 +36,12 @@ import re
 import torch
 
 from smg_sdk import Plan
-from smg_sdk.plans import PlanError, as_layout, check_layout_subjects, layout_text
+from smg_sdk.types import PLACEHOLDER
+from smg_sdk.errors import PlanError
+from smg_sdk.plans import as_layout, check_layout_subjects, layout_text
 
 TAGS = ("<cot>", "</cot>", "<layout>", "</layout>")
 _ROW = re.compile(r"\d+(?:[ \t]+\d+)*")
-_PLACEHOLDER = re.compile(r"<(\d+)>")
 
 
 class PlanFormatError(PlanError):
@@ -107,7 +108,7 @@ def parse_plan(text: str, num_subjects: int, rows: int = 8, cols: int = 8) -> Pl
     cot = cot.strip()
     if not cot:
         raise PlanFormatError("The <cot> block is empty; write the reasoning before the layout.")
-    named = sorted({int(k) for k in _PLACEHOLDER.findall(cot)})
+    named = sorted({int(k) for k in PLACEHOLDER.findall(cot)})
     wrong = [k for k in named if k < 1 or k > num_subjects]
     if wrong:
         raise PlanFormatError(

@@ -15,8 +15,9 @@ from typing import Any
 import torch
 
 from smg_sdk import ConditionEncoder, ConditionError, ConditionSet, ConditionStream, Request
+from smg_sdk.types import PLACEHOLDER
 
-RAW_STREAM = "mllm-raw"
+from .streams import RAW_STREAM
 
 
 def instruction_text(request: Request) -> str:
@@ -27,7 +28,7 @@ def instruction_text(request: Request) -> str:
         word = request.subjects[k - 1].class_word or "subject"
         return f"the {word} from Picture {k}"
 
-    return re.sub(r"<(\d+)>", name, request.prompt)
+    return PLACEHOLDER.sub(name, request.prompt)
 
 
 def selected_layers(num_layers: int, stride: int) -> list[int]:

@@ -21,8 +21,7 @@ from torch import nn
 
 from smg_sdk import Aggregator, ConditionError, ConditionSet, ConditionStream, Request
 
-RAW_STREAM = "mllm-raw"
-OUT_STREAM = "mllm"
+from .streams import OUT_STREAM, RAW_STREAM
 
 
 class LayerwiseAttentionPooling(nn.Module):

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from smg_sdk import ConditionSet, DenoisingSchedule, ScheduleError
 
+from .streams import OUT_STREAM
+
 
 @dataclass(frozen=True)
 class Phase:
@@ -35,7 +37,7 @@ class MultiStageSchedule(DenoisingSchedule):
         identity_from: float = 0.7,
         identity_semantic_weight: float = 0.5,
         identity_reference_weight: float = 1.0,
-        semantic_streams: tuple[str, ...] | list[str] = ("mllm",),
+        semantic_streams: tuple[str, ...] | list[str] = (OUT_STREAM,),
     ):
         if not (0.0 <= semantic_until <= identity_from <= 1.0):
             raise ScheduleError(

@@ -24,7 +24,7 @@ from smg_sdk.training import (
     module_parameters,
 )
 
-from .pooling import OUT_STREAM
+from .streams import OUT_STREAM
 
 
 @dataclass

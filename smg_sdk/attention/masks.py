@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Sequence, Union
 
 import torch
 
@@ -117,8 +117,26 @@ class JointLayout:
         return mask
 
 
+TokenMask = Union[torch.Tensor, Sequence[bool], Sequence[torch.Tensor]]
+"""Which tokens of one group an operation touches.
+
+``(length,)``: the same tokens in every batch row; ``(batch, length)`` (a tensor, or a
+sequence of ``batch`` tensors of shape ``(length,)``): row ``b`` of the mask acts on batch
+row ``b`` only. Anything ``torch.as_tensor`` reads as bools is accepted.
+"""
+
+
 class JointAttentionMask:
-    """Allowed pairs and additive bias over ``(batch, queries, keys)`` of one pass."""
+    """Allowed pairs and additive bias over ``(batch, queries, keys)`` of one pass.
+
+    ``allowed``: bool ``(batch, num_queries, num_keys)``, True where a query may attend to a
+    key. ``bias``: float ``(batch, num_queries, num_keys)``, added to the attention logits.
+    :meth:`block`, :meth:`restrict_keys` and :meth:`add_bias` take the same keyword-only
+    arguments in the same order: ``queries``, ``keys`` (selectors, see
+    :meth:`JointLayout.select`), then the operation's own value, then ``query_tokens`` and
+    ``key_tokens`` (:data:`TokenMask` over each selected group; None = every token).
+    Unknown selectors and token masks of the wrong shape raise :class:`AttentionRuleError`.
+    """
 
     def __init__(self, layout: JointLayout, batch_size: int = 1):
         self.layout = layout
@@ -132,68 +150,94 @@ class JointAttentionMask:
         other.allowed, other.bias = self.allowed.clone(), self.bias.clone()
         return other
 
-    def _query_rows(self, group: TokenGroup, tokens: torch.Tensor | None) -> torch.Tensor:
-        """Bool ``(batch, num_queries)`` rows: the group's queries, narrowed by a token mask."""
-        rows = torch.zeros(self.batch_size, self.layout.num_queries, dtype=torch.bool)
-        if not group.is_query:
-            return rows
+    def _token_rows(self, group: TokenGroup, tokens: TokenMask | None, argument: str) -> torch.Tensor:
+        """Bool ``(batch, group.length)``: ``tokens`` checked against the group and broadcast."""
         if tokens is None:
-            rows[:, group.span] = True
-            return rows
+            return torch.ones(self.batch_size, group.length, dtype=torch.bool)
+        if isinstance(tokens, (list, tuple)) and tokens and all(isinstance(t, torch.Tensor) for t in tokens):
+            tokens = torch.stack([t.to(torch.bool) for t in tokens])
         tokens = torch.as_tensor(tokens, dtype=torch.bool)
-        if tokens.shape[-1] != group.length:
-            raise AttentionRuleError(
-                f"A token mask for group {group.name!r} has {tokens.shape[-1]} entries; the group has {group.length}."
-            )
-        rows[:, group.span] = tokens.expand(self.batch_size, group.length) if tokens.ndim == 1 else tokens
-        return rows
+        if tokens.shape == (group.length,):
+            return tokens.expand(self.batch_size, group.length)
+        if tokens.shape == (self.batch_size, group.length):
+            return tokens
+        raise AttentionRuleError(
+            f"{argument} for group {group.name!r} has shape {tuple(tokens.shape)}; expected ({group.length},) "
+            f"for every batch row or ({self.batch_size}, {group.length}) for one row of tokens per batch row."
+        )
 
-    def _key_cols(self, group: TokenGroup, tokens: torch.Tensor | None) -> torch.Tensor:
-        cols = torch.zeros(self.layout.num_keys, dtype=torch.bool)
-        if tokens is None:
-            cols[group.span] = True
-        else:
-            tokens = torch.as_tensor(tokens, dtype=torch.bool)
-            if tokens.shape != (group.length,):
-                raise AttentionRuleError(
-                    f"A key token mask for group {group.name!r} has shape {tuple(tokens.shape)}; "
-                    f"expected ({group.length},)."
-                )
-            cols[group.span] = tokens
-        return cols
+    def _pairs(
+        self, queries: str, keys: str, query_tokens: TokenMask | None, key_tokens: TokenMask | None
+    ) -> torch.Tensor:
+        """Bool ``(batch, num_queries, num_keys)``: the selected (query token, key token) pairs."""
+        query_groups, key_groups = self.layout.select(queries), self.layout.select(keys)
+        rows = torch.zeros(self.batch_size, self.layout.num_queries, dtype=torch.bool)
+        for qg in query_groups:
+            selected = self._token_rows(qg, query_tokens, "query_tokens")
+            if qg.is_query:  # a cached group has no queries in this pass
+                rows[:, qg.span] = selected
+        cols = torch.zeros(self.batch_size, self.layout.num_keys, dtype=torch.bool)
+        for kg in key_groups:
+            cols[:, kg.span] = self._token_rows(kg, key_tokens, "key_tokens")
+        return rows[:, :, None] & cols[:, None, :]
 
     def block(
         self,
+        *,
         queries: str,
         keys: str,
-        query_tokens: torch.Tensor | None = None,
-        key_tokens: torch.Tensor | None = None,
+        query_tokens: TokenMask | None = None,
+        key_tokens: TokenMask | None = None,
     ) -> None:
-        """Forbid the selected queries from attending to the selected keys."""
-        for qg in self.layout.select(queries):
-            rows = self._query_rows(qg, query_tokens if query_tokens is not None else None)
-            for kg in self.layout.select(keys):
-                cols = self._key_cols(kg, key_tokens)
-                self.allowed &= ~(rows[:, :, None] & cols[None, None, :])
+        """Forbid the selected query tokens from attending to the selected key tokens.
 
-    def restrict_keys(self, keys: str, queries: str, region: torch.Tensor) -> None:
-        """Only queries inside ``region`` (a token mask over the query group) may see ``keys``."""
-        for qg in self.layout.select(queries):
-            region_t = torch.as_tensor(region, dtype=torch.bool)
-            self.block(qg.name, keys, query_tokens=~region_t)
+        ``query_tokens``: bool ``(Lq,)`` or ``(batch, Lq)`` over each group ``queries``
+        selects (``Lq`` its length); ``key_tokens`` likewise ``(Lk,)`` or ``(batch, Lk)``
+        over each group ``keys`` selects. None selects every token. Clears ``allowed`` on
+        the selected pairs; a blocked pair stays blocked whatever runs later.
+        """
+        self.allowed &= ~self._pairs(queries, keys, query_tokens, key_tokens)
 
-    def add_bias(self, keys: str, value: float, queries: str = "*") -> None:
-        """Add ``value`` to the logits of the selected queries on the selected keys."""
+    def restrict_keys(
+        self,
+        *,
+        queries: str,
+        keys: str,
+        query_tokens: TokenMask,
+        key_tokens: TokenMask | None = None,
+    ) -> None:
+        """Only the marked query tokens may see the selected keys; the others are blocked from them.
+
+        ``query_tokens`` (required): bool ``(Lq,)`` or ``(batch, Lq)`` over each group
+        ``queries`` selects, True = may still attend. ``key_tokens``: ``(Lk,)`` or
+        ``(batch, Lk)``, narrows which keys are restricted (None: all of them). Same as
+        ``block(queries=..., keys=..., query_tokens=~query_tokens, key_tokens=...)``.
+        """
+        for qg in self.layout.select(queries):
+            region = self._token_rows(qg, query_tokens, "query_tokens")
+            self.block(queries=qg.name, keys=keys, query_tokens=~region, key_tokens=key_tokens)
+
+    def add_bias(
+        self,
+        *,
+        queries: str,
+        keys: str,
+        value: float,
+        query_tokens: TokenMask | None = None,
+        key_tokens: TokenMask | None = None,
+    ) -> None:
+        """Add ``value`` (a finite logit offset) to the selected (query token, key token) pairs.
+
+        ``query_tokens`` / ``key_tokens``: as in :meth:`block`, ``(L,)`` or ``(batch, L)``
+        bools over each selected group. Raises :class:`AttentionRuleError` for a
+        non-finite ``value`` (forbid pairs with :meth:`block`), leaving the mask unchanged.
+        """
         if not math.isfinite(float(value)):
             raise AttentionRuleError(
                 f"Attention bias {value} on {keys!r} is not finite; use block() to forbid pairs and add_bias() "
                 "only with finite values."
             )
-        for qg in self.layout.select(queries):
-            rows = self._query_rows(qg, None)
-            for kg in self.layout.select(keys):
-                cols = self._key_cols(kg, None)
-                self.bias += (rows[:, :, None] & cols[None, None, :]).float() * float(value)
+        self.bias += self._pairs(queries, keys, query_tokens, key_tokens).float() * float(value)
 
     def apply_stream_weights(self, weights: dict[str, float]) -> None:
         """A schedule's weights: 0 hides a stream's keys from every *other* group; w adds log(w).
@@ -210,9 +254,9 @@ class JointAttentionMask:
                 if other.name == name or not other.is_query:
                     continue
                 if w == 0:
-                    self.block(other.name, name)
+                    self.block(queries=other.name, keys=name)
                 else:
-                    self.add_bias(name, math.log(w), queries=other.name)
+                    self.add_bias(queries=other.name, keys=name, value=math.log(w))
 
     @property
     def is_trivial(self) -> bool:
@@ -244,5 +288,5 @@ def isolate_independent_streams(mask: JointAttentionMask, conditions: ConditionS
             continue  # cached: its own pass already attends only to itself
         for other in mask.layout.groups:
             if other.name != stream.name:
-                mask.block(stream.name, other.name)
+                mask.block(queries=stream.name, keys=other.name)
 

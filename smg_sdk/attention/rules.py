@@ -22,7 +22,7 @@ class BlockRule(AttentionRule):
         present = {g.name for g in mask.layout.groups}
         if not _present(self.queries, present) or not _present(self.keys, present):
             return
-        mask.block(self.queries, self.keys)
+        mask.block(queries=self.queries, keys=self.keys)
 
 
 class IsolateReferencesRule(AttentionRule):
@@ -33,7 +33,7 @@ class IsolateReferencesRule(AttentionRule):
         for a in refs:
             for b in refs:
                 if a != b:
-                    mask.block(a, b)
+                    mask.block(queries=a, keys=b)
 
 
 class StreamBiasRule(AttentionRule):
@@ -45,7 +45,7 @@ class StreamBiasRule(AttentionRule):
     def apply(self, mask: JointAttentionMask, conditions: ConditionSet, request: Request | None) -> None:
         present = {g.name for g in mask.layout.groups}
         if _present(self.keys, present) and _present(self.queries, present):
-            mask.add_bias(self.keys, self.bias, self.queries)
+            mask.add_bias(queries=self.queries, keys=self.keys, value=self.bias)
 
 
 def _present(selector: str, names: set[str]) -> bool:

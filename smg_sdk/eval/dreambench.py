@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..errors import ModelLoadError
+from ..errors import DataLookupError, ModelLoadError
 from ..types import Subject
 
 LIVE_CLASSES = {"dog", "cat"}
@@ -54,7 +54,7 @@ class DreamBench:
         for s in self.subjects:
             if s.name == name:
                 return s
-        raise KeyError(f"No DreamBench subject {name!r}; have {[s.name for s in self.subjects]}.")
+        raise DataLookupError(f"No DreamBench subject {name!r}; have {[s.name for s in self.subjects]}.")
 
 
 def _parse(text: str) -> tuple[dict[str, str], list[str], list[str]]:

@@ -36,6 +36,7 @@ from scipy.spatial import ConvexHull, QhullError
 
 from ..data.subjectworld.identities import Identity
 from ..data.subjectworld.vocab import BACKGROUNDS, COLOURS
+from ..errors import DataError
 
 _PALETTE = np.array(list(COLOURS.values()), np.float32)
 _PALETTE_NAMES = list(COLOURS)
@@ -110,7 +111,7 @@ def _as_array(image) -> np.ndarray:
         return np.asarray(image.convert("RGB"), np.float32)
     array = np.asarray(image, np.float32)
     if array.ndim != 3 or array.shape[2] != 3:
-        raise ValueError(f"The oracle reads (H, W, 3) RGB images, got shape {array.shape}.")
+        raise DataError(f"The oracle reads (H, W, 3) RGB images, got shape {array.shape}; pass a PIL image or an RGB array.")
     return array
 
 

@@ -32,6 +32,7 @@ from ..data.subjectworld.identities import Identity
 from ..data.subjectworld.scenes import Relation, parse_instruction, relation_holds
 from ..data.subjectworld.vocab import SIZES
 from ..data.subjectworld.world import WorldSample
+from ..errors import DataError
 from .oracle import Detection, Oracle, Reading
 
 METRICS = ("identity", "instruction", "omission", "blending", "copy_paste", "similarity")
@@ -73,14 +74,14 @@ class SceneTruth:
     def from_request(cls, prompt: str, references: list, side: int, oracle: Oracle) -> "SceneTruth":
         """Read the truth off a request alone: the instruction is parsed, each reference read by the oracle.
 
-        Raises ``ValueError`` if the prompt is not a SubjectWorld instruction or a reference shows
+        Raises :class:`~smg_sdk.errors.DataError` (a ``ValueError``) if the prompt is not a SubjectWorld instruction or a reference shows
         no readable subject."""
         parsed = parse_instruction(prompt)
         identities, boxes, backgrounds = [], [], []
         for k, image in enumerate(references, 1):
             reading = oracle.read(image)
             if not reading.subjects or reading.subjects[0].identity() is None:
-                raise ValueError(f"Reference {k} shows no subject the oracle can read.")
+                raise DataError(f"Reference {k} shows no subject the oracle can read; SubjectWorld references show one subject.")
             identities.append(reading.subjects[0].identity())
             boxes.append(reading.subjects[0].box)
             backgrounds.append(reading.background)

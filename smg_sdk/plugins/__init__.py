@@ -4,13 +4,16 @@ from .hookspecs import hookimpl, hookspec
 from .manager import (
     DISABLE_AUTOLOAD_ENV,
     ENTRY_POINT_GROUP,
+    LOAD_PLUGINS_ENV,
     PluginInfo,
     PluginLoadWarning,
+    add_plugin_commands,
     get_plugin_manager,
     get_registry,
     list_plugins,
     register_plugin,
     reset_plugins,
+    selected_plugins,
 )
 from .registry import KINDS, Registry
 
@@ -18,9 +21,11 @@ __all__ = [
     "DISABLE_AUTOLOAD_ENV",
     "ENTRY_POINT_GROUP",
     "KINDS",
+    "LOAD_PLUGINS_ENV",
     "PluginInfo",
     "PluginLoadWarning",
     "Registry",
+    "add_plugin_commands",
     "get_plugin_manager",
     "get_registry",
     "hookimpl",
@@ -28,4 +33,5 @@ __all__ = [
     "list_plugins",
     "register_plugin",
     "reset_plugins",
+    "selected_plugins",
 ]

@@ -1,14 +1,16 @@
 """The hooks smg-sdk calls on plugins.
 
-There is deliberately one hook. Plugins do not return values for the core to merge; they
-are handed a :class:`~smg_sdk.plugins.registry.Registry` and call its ``add_*`` methods
-(the register-callback style of ``llm`` and ``datasette``). That keeps the hook surface
-stable while new component kinds are added, and lets the registry attribute every name to
-the plugin that registered it.
+There are two hooks, both in the register-callback style of ``llm`` and ``datasette``:
+plugins do not return values for the core to merge, they are handed an object and add to
+it. :func:`smg_register` receives the :class:`~smg_sdk.plugins.registry.Registry` (new
+component kinds never need a new hook, and every name is attributed to its plugin);
+:func:`smg_register_commands` receives the ``smg`` command line's argparse sub-parsers
+(``llm``'s ``register_commands``, for argparse instead of click).
 """
 
 from __future__ import annotations
 
+import argparse
 from typing import TYPE_CHECKING
 
 import pluggy
@@ -47,4 +49,35 @@ def smg_register(registry: "Registry") -> None:
     another plugin already owns, everything this plugin registered is rolled back, the
     plugin is reported as failed, and all other plugins still load. The return value is
     ignored.
+    """
+
+
+@hookspec
+def smg_register_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``smg`` sub-commands: call ``subparsers.add_parser(name, help=...)`` for each.
+
+    ``subparsers`` is the object ``argparse.ArgumentParser.add_subparsers`` returned for
+    ``smg``. Each sub-command must store its handler with ``set_defaults(func=handler)``;
+    ``smg NAME ...`` then calls ``handler(args: argparse.Namespace)``, whose return value
+    (an int, or None for 0) is the exit code. A handler that raises an
+    :class:`~smg_sdk.errors.SMGError` is shown as one ``smg: error: ...`` line::
+
+        import argparse
+        from smg_sdk import hookimpl
+
+        def hello(args: argparse.Namespace) -> int:
+            print(f"hello {args.name}")
+            return 0
+
+        @hookimpl
+        def smg_register_commands(subparsers):
+            p = subparsers.add_parser("hello", help="say hello")
+            p.add_argument("--name", default="world")
+            p.set_defaults(func=hello)
+
+    Called once per plugin, in load order, when ``smg`` is run with a command that is not one
+    of the core's (or with none, or ``--help``). If the hook raises, adds a command that
+    already exists, or adds one without a handler, the commands that plugin added are
+    removed, a ``PluginLoadWarning`` names the plugin, and the other plugins' commands and
+    the core's still work. Build parsers only here: import heavy modules inside the handler.
     """

@@ -3,11 +3,17 @@
 One process-wide plugin manager and registry are created lazily on first use, so importing
 smg-sdk stays cheap and never imports third-party code. Loading is fault-isolated per
 plugin: one broken plugin is reported (and warned about) but cannot stop the core or the
-other plugins from loading.
+other plugins from loading. The same holds for the sub-commands plugins add to ``smg``
+(:func:`add_plugin_commands`).
+
+Which plugins load: the builtin one always; then every entry point of the ``smg_sdk``
+group, unless ``SMG_LOAD_PLUGINS`` names the ones to load (``a,b``; empty: none) or
+``SMG_DISABLE_PLUGIN_AUTOLOAD`` turns entry points off.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import importlib.metadata
 import os
@@ -29,6 +35,13 @@ ENTRY_POINT_GROUP = "smg_sdk"
 
 DISABLE_AUTOLOAD_ENV = "SMG_DISABLE_PLUGIN_AUTOLOAD"
 """Set to 1/true/yes to skip entry-point plugins (the builtin plugin still loads)."""
+
+LOAD_PLUGINS_ENV = "SMG_LOAD_PLUGINS"
+"""Comma-separated entry-point names (as ``smg plugins`` shows them): load only these plugins.
+
+Empty: no entry-point plugin. Unset: all of them. It takes precedence over
+``SMG_DISABLE_PLUGIN_AUTOLOAD`` (named plugins load even then). A name no installed plugin
+has is warned about and listed as an error."""
 
 BUILTIN_MODULE = "smg_sdk.builtin"
 
@@ -64,6 +77,14 @@ def _describe(exc: BaseException) -> str:
 def autoload_disabled() -> bool:
     """Whether ``SMG_DISABLE_PLUGIN_AUTOLOAD`` asks to skip entry-point plugins."""
     return os.environ.get(DISABLE_AUTOLOAD_ENV, "").strip().lower() in _TRUE
+
+
+def selected_plugins() -> set[str] | None:
+    """The entry-point names ``SMG_LOAD_PLUGINS`` asks for, or None when it is not set."""
+    value = os.environ.get(LOAD_PLUGINS_ENV)
+    if value is None:
+        return None
+    return {name.strip() for name in value.split(",") if name.strip()}
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -173,7 +194,7 @@ def _register(
                 if impls:
                     raise PluginError(
                         f"plugin {name!r} implements hook {caller.name!r}, which smg-sdk does not define "
-                        f"(known hooks: smg_register); fix the name or mark it optionalhook=True."
+                        f"(known hooks: {', '.join(_hook_names())}); fix the name or mark it optionalhook=True."
                     )
         impls = [i for i in pm.hook.smg_register.get_hookimpls() if i.plugin is plugin]
         with registry.registering(name):
@@ -185,6 +206,10 @@ def _register(
             pm.unregister(plugin)
         raise
     return PluginInfo(name=name, version=version, source=source, components=registry.components(name))
+
+
+def _hook_names() -> list[str]:
+    return sorted(name for name in dir(hookspecs) if name.startswith("smg_"))
 
 
 class _Interrupts:
@@ -244,10 +269,79 @@ def _failed(name: str, version: str | None, exc: BaseException) -> PluginInfo:
 
 def _load_all(pm: pluggy.PluginManager, registry: Registry) -> None:
     _load_one(pm, registry, BUILTIN_MODULE, lambda: importlib.import_module(BUILTIN_MODULE), _core_version(), "builtin")
-    if autoload_disabled():
+    wanted = selected_plugins()
+    if wanted is None and autoload_disabled():
         return
     # sys.path order, then file order: the same "first one wins" rule as imports and pytest.
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    entry_points = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    for ep in entry_points:
+        if wanted is not None and ep.name not in wanted:
+            continue
         dist = getattr(ep, "dist", None)
         version = getattr(dist, "version", None) if dist is not None else None
         _load_one(pm, registry, ep.name, ep.load, version, "entry point")
+    for name in sorted((wanted or set()) - {ep.name for ep in entry_points}):
+        installed = ", ".join(sorted({ep.name for ep in entry_points})) or "none"
+        _infos.append(_failed(name, None, PluginError(
+            f"{LOAD_PLUGINS_ENV} names {name!r}, but no installed plugin has that name (installed: {installed}); "
+            "check the spelling against `smg plugins`.")))
+
+
+# -- sub-commands --------------------------------------------------------------------------
+
+
+def add_plugin_commands(subparsers: argparse._SubParsersAction) -> dict[str, list[str]]:
+    """Call each loaded plugin's ``smg_register_commands(subparsers)``, one plugin at a time.
+
+    Returns plugin name -> the sub-commands (and aliases) it added, in load order. A plugin
+    whose hook raises (``SystemExit`` included), replaces an existing command or adds one
+    without a handler (``set_defaults(func=...)``) is reported with a
+    :class:`PluginLoadWarning`, and every command it added is removed again; the core's and
+    the other plugins' commands stay. A Ctrl-C from the user still interrupts.
+    """
+    with _lock:
+        get_registry()
+        pm = get_plugin_manager()
+        added: dict[str, list[str]] = {}
+        for info in list(_infos):
+            plugin = pm.get_plugin(info.name)  # None for a plugin that failed to load
+            impls = [i for i in pm.hook.smg_register_commands.get_hookimpls() if i.plugin is plugin]
+            if plugin is None or not impls:
+                continue
+            with _Interrupts() as interrupts:
+                try:
+                    added[info.name] = _call_command_hooks(impls, subparsers, info.name)
+                except BaseException as exc:  # noqa: BLE001 - isolation is the point; the user's Ctrl-C is re-raised
+                    if isinstance(exc, KeyboardInterrupt) and interrupts.from_user():
+                        raise
+                    warnings.warn(f"smg-sdk plugin {info.name!r} failed to add its smg commands, which are skipped: "
+                                  f"{_describe(exc)}", PluginLoadWarning, stacklevel=2)
+        return added
+
+
+def _call_command_hooks(impls: list[Any], subparsers: argparse._SubParsersAction, name: str) -> list[str]:
+    """Run one plugin's command hooks; on any failure restore ``subparsers`` as it was and re-raise.
+
+    argparse has no public way to remove a sub-command, so the rollback restores its two
+    private containers (``choices``, the name -> parser map, is public; ``_choices_actions``
+    holds the help lines); both exist unchanged in Python 3.10 to 3.13.
+    """
+    before = dict(subparsers.choices)
+    help_lines = len(subparsers._choices_actions)
+    try:
+        for impl in impls:
+            impl.function(**{arg: subparsers for arg in impl.argnames})
+        replaced = sorted(n for n, parser in before.items() if subparsers.choices.get(n) is not parser)
+        if replaced:
+            raise PluginError(f"plugin {name!r} replaced the existing command(s) {replaced}; choose other names.")
+        new = [n for n in subparsers.choices if n not in before]
+        for command in new:
+            if not callable(subparsers.choices[command].get_default("func")):
+                raise PluginError(f"plugin {name!r} added command {command!r} without a handler; "
+                                  "call set_defaults(func=handler) on its parser.")
+        return new
+    except BaseException:
+        subparsers.choices.clear()
+        subparsers.choices.update(before)
+        del subparsers._choices_actions[help_lines:]
+        raise

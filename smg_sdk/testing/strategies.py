@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from ..conditions import ConditionSet, ConditionStream
+from ..errors import DataError
 from ..types import Plan, Request, Subject
 
 CLASS_WORDS = ("dog", "cat", "backpack", "teapot", "robot", "guitar", "duck toy", "sneaker", "chrysanthemum")
@@ -78,9 +79,10 @@ def condition_sets(draw, max_text: int = 2, max_references: int = 3, batch: int 
 def plans(draw, num_subjects: int = 2, grid: tuple[int, int] = (8, 8)) -> Plan:
     """Valid plans: every subject appears in at least one cell of the grid."""
     rows, cols = grid
-    cells = draw(st.lists(st.integers(0, num_subjects), min_size=rows * cols, max_size=rows * cols))
     if num_subjects > rows * cols:
-        raise ValueError(f"{num_subjects} subjects do not fit a {rows}x{cols} grid")
+        raise DataError(f"plans(num_subjects={num_subjects}) do not fit a {rows}x{cols} grid; "
+                        "give a grid with at least as many cells.")
+    cells = draw(st.lists(st.integers(0, num_subjects), min_size=rows * cols, max_size=rows * cols))
     anchors = draw(st.permutations(range(rows * cols)))[:num_subjects]
     for k, cell in enumerate(anchors, start=1):  # distinct cells: every subject keeps one
         cells[cell] = k

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -66,3 +69,14 @@ def test_spotlight_visibly_changes_the_image(pipe):
     finally:
         pipe.rules.pop()
     assert np.abs(plain - lit).max() > 1e-3
+
+
+def test_smg_spotlight_command_prints_the_box():
+    smg = [sys.executable, "-m", "smg_sdk.cli", "spotlight", "--height", "64", "--width", "64"]
+    shown = subprocess.run(smg, capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    grid = shown.stdout.splitlines()[1:]
+    assert grid == ["....", ".##.", ".##.", "...."]
+    assert torch.equal(torch.tensor([[c == "#" for c in row] for row in grid]).flatten(), centre_box(4, 4, 0.5))
+    refused = subprocess.run([*smg, "--fraction", "2"], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and refused.stderr.startswith("smg: error: spotlight fraction")

@@ -15,6 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from ...errors import DataError
 from .vocab import COLOURS, PATTERNS, SHAPES, TYPICAL
 
 HELD_OUT_PERCENT = 25
@@ -33,14 +34,14 @@ class Identity:
 
     def __post_init__(self) -> None:
         if self.shape not in SHAPES or self.body not in COLOURS or self.pattern not in PATTERNS:
-            raise ValueError(f"Not a SubjectWorld identity: {self}.")
+            raise DataError(f"Not a SubjectWorld identity: {self}; shape, body and pattern must come from the vocabulary.")
         plain = self.pattern == "plain"
         if plain != (self.pattern_colour is None) or (
             not plain and (self.pattern_colour not in COLOURS or self.pattern_colour == self.body)
         ):
-            raise ValueError(f"Pattern colour of {self} must be None for plain, else another colour.")
+            raise DataError(f"Pattern colour of {self} must be None for plain, else another colour.")
         if self.pattern == "checks" and _ORDER[self.body] > _ORDER[self.pattern_colour]:
-            raise ValueError(f"Checks look the same either way round: name {self} with its colours in palette order.")
+            raise DataError(f"Checks look the same either way round: name {self} with its colours in palette order.")
 
     @property
     def name(self) -> str:
@@ -85,7 +86,7 @@ def all_identities() -> tuple[Identity, ...]:
 def split_identities(split: str, shape: str | None = None) -> tuple[Identity, ...]:
     """Identities of ``split`` (``"train"`` or ``"heldout"``), optionally of one shape."""
     if split not in ("train", "heldout"):
-        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}.")
+        raise DataError(f"split must be 'train' or 'heldout', got {split!r}.")
     want_held = split == "heldout"
     return tuple(
         i for i in all_identities() if i.held_out == want_held and (shape is None or i.shape == shape)

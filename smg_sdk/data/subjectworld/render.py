@@ -14,8 +14,9 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ...errors import DataError
 from .identities import Identity
-from .vocab import BACKGROUNDS, COLOURS
+from .vocab import BACKGROUNDS, COLOURS, PATTERNS
 
 def _rotate(points: np.ndarray, degrees: float) -> np.ndarray:
     """Rotate ``(N, 2)`` unit-frame points (x right, y down) counter-clockwise on screen."""
@@ -90,7 +91,7 @@ def pattern_mask(pattern: str, size: int, rotation: float) -> np.ndarray:
         dv = (v + step / 2) % step - step / 2
         out = du * du + dv * dv <= (size / 10.0) ** 2
     else:
-        raise ValueError(f"Unknown pattern {pattern!r}.")
+        raise DataError(f"Unknown pattern {pattern!r}; SubjectWorld patterns are {PATTERNS}.")
     out.flags.writeable = False
     return out
 
@@ -110,7 +111,7 @@ def background(name: str, size: int) -> np.ndarray:
         elif kind == "weave":
             lines = ((xx // 4 + yy // 4) % 2 == 0) & ((xx + yy) % 4 < 2)
         else:
-            raise ValueError(f"Unknown texture {kind!r}.")
+            raise DataError(f"Unknown texture {kind!r} for background {name!r}; use grid, planks or weave.")
         image[lines] = texture
     image.flags.writeable = False
     return image

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...errors import DataError
+from ...types import PLACEHOLDER
 from .identities import Identity
 from .vocab import BACKGROUNDS, SIZES
 
@@ -141,7 +143,7 @@ def sample_scene(identities: list[Identity], rng: np.random.Generator, side: int
     """A scene with ``identities`` (1..6) placed on distinct anchor cells, sizes and relations drawn by ``rng``."""
     n = len(identities)
     if not 1 <= n <= 6:
-        raise ValueError(f"A scene holds 1 to 6 subjects, got {n}.")
+        raise DataError(f"A scene holds 1 to 6 subjects, got {n}.")
     sizes = list(SIZES) if n <= 2 else ["small", "medium"]
     for _ in range(100):
         flat = rng.choice(9, size=n, replace=False)
@@ -181,7 +183,7 @@ def instruction(scene: Scene) -> str:
     return ", ".join(clauses) + f" on {scene.background}"
 
 
-_NAME = r"(?:a (small|medium|large) )?<(\d+)>"
+_NAME = rf"(?:a (small|medium|large) )?{PLACEHOLDER.pattern}"
 _CLAUSES = [
     ("between", re.compile(rf"^{_NAME} between {_NAME} and {_NAME}$")),
     ("relation", re.compile(rf"^{_NAME} (left of|right of|above|below) {_NAME}$")),
@@ -199,10 +201,10 @@ class ParsedInstruction:
 
 
 def parse_instruction(text: str) -> ParsedInstruction:
-    """Read an instruction written by :func:`instruction`; ``ValueError`` if it is not one."""
+    """Read an instruction written by :func:`instruction`; :class:`~smg_sdk.errors.DataError` (a ``ValueError``) if it is not one."""
     body, sep, background = text.rpartition(" on ")
     if not sep or background not in BACKGROUNDS:
-        raise ValueError(f"Not a SubjectWorld instruction (no ' on <background>'): {text!r}.")
+        raise DataError(f"Not a SubjectWorld instruction (no ' on <background>'): {text!r}.")
     sizes: dict[int, str] = {}
     relations = []
     for clause in body.split(", "):
@@ -211,7 +213,7 @@ def parse_instruction(text: str) -> ParsedInstruction:
             if m:
                 break
         else:
-            raise ValueError(f"Not a SubjectWorld clause: {clause!r}.")
+            raise DataError(f"Not a SubjectWorld clause: {clause!r}.")
         g = m.groups()
         if kind == "relation":
             names, word = [(g[0], g[1]), (g[3], g[4])], g[2]

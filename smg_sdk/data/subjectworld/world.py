@@ -19,6 +19,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from PIL import Image
 
+from ...errors import ConfigError
 from .identities import Identity, draw_identity, draw_prior_identity, typical_identity
 from .render import background, paint_subject, to_image
 from .scenes import PlacedSubject, Scene, instruction, sample_scene
@@ -150,12 +151,13 @@ class SubjectWorld:
 
     def __post_init__(self) -> None:
         if self.split not in ("train", "heldout") or self.kind not in ("reference", "caption"):
-            raise ValueError("split must be 'train' or 'heldout' and kind 'reference' or 'caption'.")
+            raise ConfigError(f"SubjectWorld split must be 'train' or 'heldout' and kind 'reference' or 'caption'; "
+                              f"got split={self.split!r}, kind={self.kind!r}.")
         self.subjects = tuple(int(k) for k in self.subjects)
         if not self.subjects or any(not 1 <= k <= 6 for k in self.subjects):
-            raise ValueError(f"subjects must be counts in 1..6, got {self.subjects}.")
+            raise ConfigError(f"SubjectWorld subjects must be counts in 1..6, got {self.subjects}.")
         if self.side % 16 or self.side < 64:
-            raise ValueError(f"side must be a multiple of 16 and >= 64, got {self.side}.")
+            raise ConfigError(f"SubjectWorld side must be a multiple of 16 and >= 64, got {self.side}.")
 
     def rng(self, index: int) -> np.random.Generator:
         stream = (self.split == "heldout") * 2 + (self.kind == "caption")

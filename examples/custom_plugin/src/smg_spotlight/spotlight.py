@@ -30,4 +30,5 @@ class Spotlight(AttentionRule):
         rows, cols = request.height // request.size_multiple, request.width // request.size_multiple
         if rows * cols != mask.layout.group("image").length:
             raise ConditionError(f"spotlight: a {rows}x{cols} token grid does not match the image tokens.")
-        mask.restrict_keys("kind:reference", "image", centre_box(rows, cols, self.fraction))
+        box = centre_box(rows, cols, self.fraction)
+        mask.restrict_keys(queries="image", keys="kind:reference", query_tokens=box)

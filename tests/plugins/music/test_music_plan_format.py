@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from smg_plugins.music.plan_format import TAGS, PlanFormatError, format_plan, parse_plan
 from smg_sdk import Plan
 from smg_sdk.conditions import ConditionSet
-from smg_sdk.plans import PlanError, as_layout, layout_image, plans_for_rows
+from smg_sdk.errors import PlanError
+from smg_sdk.plans import as_layout, layout_image, plans_for_rows
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

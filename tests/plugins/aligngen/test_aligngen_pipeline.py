@@ -24,7 +24,7 @@ from smg_sdk.presets.tiny import TINY_DEFAULTS
 
 DEFAULT_SIZE = (TINY_DEFAULTS["width"], TINY_DEFAULTS["height"])  # the tiny preset's default image size
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 TWO = ("a photo of <1> next to <2>", [Subject(make_image(0), "robot"), Subject(make_image(1), "guitar")])
 ONE = ("a photo of <1> on the beach", [Subject(make_image(0), "robot")])
 

@@ -13,7 +13,7 @@ from smg_sdk.presets.tiny import TINY_DEFAULTS
 
 DEFAULT_SIZE = (TINY_DEFAULTS["width"], TINY_DEFAULTS["height"])  # the tiny preset's default image size
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def shape(path: Path, colour, half: int, circle: bool = False) -> None:
