@@ -29,3 +29,11 @@ def smg_register(registry: "Registry") -> None:
     registry.add_rule("isolate-references", IsolateReferencesRule)
     registry.add_rule("stream-bias", StreamBiasRule)
     registry.add_schedule("constant", ConstantSchedule)
+
+
+@hookimpl
+def smg_register_commands(subparsers) -> None:
+    """``smg train subjectworld``: the tiny FLUX's training recipes (:mod:`smg_sdk.backends.flux.cli`)."""
+    from .backends.flux.cli import add_train_parser
+
+    add_train_parser(subparsers)

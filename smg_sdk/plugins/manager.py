@@ -319,6 +319,15 @@ def add_plugin_commands(subparsers: argparse._SubParsersAction) -> dict[str, lis
         return added
 
 
+def _has_handler(parser: argparse.ArgumentParser) -> bool:
+    """Whether ``parser`` runs a handler: its own ``func``, or required sub-commands that all have one."""
+    if callable(parser.get_default("func")):
+        return True
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return any(group.required and group.choices and all(_has_handler(p) for p in group.choices.values())
+               for group in groups)
+
+
 def _call_command_hooks(impls: list[Any], subparsers: argparse._SubParsersAction, name: str) -> list[str]:
     """Run one plugin's command hooks; on any failure restore ``subparsers`` as it was and re-raise.
 
@@ -336,9 +345,9 @@ def _call_command_hooks(impls: list[Any], subparsers: argparse._SubParsersAction
             raise PluginError(f"plugin {name!r} replaced the existing command(s) {replaced}; choose other names.")
         new = [n for n in subparsers.choices if n not in before]
         for command in new:
-            if not callable(subparsers.choices[command].get_default("func")):
+            if not _has_handler(subparsers.choices[command]):
                 raise PluginError(f"plugin {name!r} added command {command!r} without a handler; "
-                                  "call set_defaults(func=handler) on its parser.")
+                                  "call set_defaults(func=handler) on its parser (or on each of its sub-commands).")
         return new
     except BaseException:
         subparsers.choices.clear()
