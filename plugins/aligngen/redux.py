@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from smg_sdk import ConditionEncoder, ConditionError, ConditionSet, ConditionStream, ModelLoadError, Request
+from smg_sdk import ConditionEncoder, ConditionError, ConditionSet, ConditionStream, ModelLoadError, Request, StreamSpec
 from smg_sdk.positions import text_ids
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,6 +53,8 @@ class ReduxEncoder(ConditionEncoder):
     """
 
     reads_prompt = False  # Redux tokens depend only on the subject images
+    makes_streams = (StreamSpec("{prefix}*", side="{side}"),)
+    writes_meta = ()
 
     def __init__(
         self,
