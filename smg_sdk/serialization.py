@@ -105,12 +105,19 @@ def _describe(component: Any, kind: str, slot: str, folder: Path) -> dict[str, A
     return entry
 
 
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 def _is_saved_pipeline(folder: Path) -> bool:
     return (folder / MANIFEST).is_file()
 
 
 def save_pipeline(pipe: "SubjectPipeline", folder: Path) -> Path:
     """Write ``pipe`` to ``folder`` (replaced atomically; only an earlier saved pipeline is replaced)."""
+    for attr, kind in {**LIST_KINDS, **SINGLE_KINDS}.items():  # a component that cannot be named fails first
+        for i, component in enumerate(c for c in _as_list(getattr(pipe, attr)) if c is not None):
+            _identity(component, kind, f"{attr}_{i}" if attr in LIST_KINDS else attr)
     with atomic_folder(folder, kind="pipeline", recognise=_is_saved_pipeline) as staging:
         manifest: dict[str, Any] = {"format": FORMAT_VERSION, "defaults": pipe.defaults}
         manifest["backend"] = pipe.backend.save_pretrained(staging / "backend")
