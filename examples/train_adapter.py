@@ -16,6 +16,7 @@ from _common import out_dir, parser, subjects
 
 from smg_sdk import SubjectPipeline
 from smg_sdk.gallery import contact_sheet
+from smg_sdk.plugins import get_registry
 from smg_sdk.training import FlowMatchingTrainer, TrainerConfig, TrainingSample, adapter_parameters
 
 ADAPTER = "my-subject"
@@ -30,8 +31,9 @@ def main() -> None:
     pipe = SubjectPipeline.from_preset("tiny", reference_mode="cached", position="omini")
     torch.manual_seed(args.seed)
     pipe.backend.add_stream_adapter(ADAPTER, rank=4, init_lora_weights="gaussian")
-    reference = pipe.encoders[1]
-    reference.adapter = reference.smg_config["adapter"] = ADAPTER  # route the LoRA to the reference stream
+    # route the LoRA to the reference stream: a reference encoder built with it (saved with its options)
+    pipe.encoders[1] = get_registry().build("encoder", "vae-reference", mode="cached", position="omini",
+                                            adapter=ADAPTER)
 
     refs = subjects(["dog", "cat"])
     data = [TrainingSample([s], "a photo of <1>", s.pil()) for s in refs]  # learn to reproduce the reference

@@ -10,6 +10,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .conditions import ConditionSet, ConditionStream
+from .contracts import CompositionError, StreamSpec
 from .errors import (
     AttentionRuleError,
     BackendError,
@@ -41,8 +42,10 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "Aggregator", "AttentionRule", "AttentionRuleError", "BackendError", "ConditionEncoder", "ConditionError",
+    "Aggregator", "AttentionRule", "AttentionRuleError", "BackendError", "CompositionError", "ConditionEncoder",
+    "ConditionError",
     "ConditionSet", "ConditionStream", "DenoisingSchedule", "FluxBackend", "ModelLoadError", "Plan",
     "PipelineOutput", "Planner", "PluginError", "RegistryError", "Request", "RequestError", "SMGError",
-    "ScheduleError", "SceneJudge", "Subject", "SubjectPipeline", "Verifier", "WeightsMismatchError", "hookimpl",
+    "ScheduleError", "SceneJudge", "StreamSpec", "Subject", "SubjectPipeline", "Verifier", "WeightsMismatchError",
+    "hookimpl",
 ]

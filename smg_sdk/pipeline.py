@@ -23,6 +23,7 @@ from PIL import Image
 from .call_checks import as_subjects, check_call_options, check_latents, run_callback
 from .candidates import batch_groups, encode_shared, stack
 from .conditions import ConditionSet
+from .contracts import check_composition
 from .errors import RequestError
 from .interfaces import Aggregator, AttentionRule, ConditionEncoder, DenoisingSchedule, Planner, Verifier
 from .plugins.manager import get_registry
@@ -95,6 +96,7 @@ class SubjectPipeline:
         verifier: Verifier | None = None,
         defaults: dict[str, Any] | None = None,
     ):
+        check_composition(list(encoders), list(aggregators), list(rules), schedule, planner, verifier)
         self.backend = backend
         self.encoders = list(encoders)
         self.aggregators = list(aggregators)
@@ -134,7 +136,12 @@ class SubjectPipeline:
         verifier: ComponentSpec = None,
         defaults: dict[str, Any] | None = None,
     ) -> "SubjectPipeline":
-        """Assemble a pipeline; string specs are looked up in the plugin registry."""
+        """Assemble a pipeline; string specs are looked up in the plugin registry.
+
+        The components' declared contracts are checked (by ``__init__``): a component that needs
+        a stream or ``meta`` key no component before it provides raises
+        :class:`~smg_sdk.contracts.CompositionError` naming both.
+        """
         if isinstance(backend, (str, tuple, dict)):
             backend = build_component("backend", backend)
         return cls(

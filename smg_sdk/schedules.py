@@ -8,7 +8,9 @@ from .interfaces import DenoisingSchedule
 
 
 class ConstantSchedule(DenoisingSchedule):
-    """FLUX's own sigmas and a fixed weight per stream (default 1 for all)."""
+    """FLUX's own sigmas and a fixed weight per stream (default 1 for all; streams absent from a request are skipped)."""
+
+    needs_streams = needs_meta = reads_meta = ()
 
     def __init__(self, weights: dict[str, float] | None = None):
         self.weights = dict(weights or {})

@@ -23,7 +23,8 @@ import torch
 
 from .atomic import atomic_folder, recover_folder
 from .errors import ModelLoadError, SMGError, WeightsMismatchError
-from .interfaces import component_config, component_name
+from .configurable import captured_config, takes_no_options, uncapturable_reason
+from .interfaces import component_name
 from .manifest import (
     FORMAT_VERSION,
     LIST_KINDS,
@@ -47,17 +48,47 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["FORMAT_VERSION", "MANIFEST", "load_pipeline", "save_pipeline"]
 
 
+def _identity(component: Any, kind: str, slot: str) -> tuple[str, dict[str, Any]]:
+    """The registered name and options that rebuild ``component``; an SMGError naming it if there are none.
+
+    Built by name, a component carries both. Built by hand, its class must be registered under
+    one name of ``kind`` (a manifest names components, never modules) and its options must have
+    been captured at construction (:mod:`smg_sdk.configurable`).
+    """
+    what = f"The {kind} {type(component).__name__} in {slot}"
+    name = component_name(component, kind)
+    if name is None:
+        names = get_registry().names_of(kind, type(component))
+        why = (f"its class is registered under several names ({', '.join(names)})" if names
+               else "its class is not registered under any name")
+        raise SMGError(
+            f"{what} was built by hand and {why}, so a saved pipeline could not name it (a manifest names "
+            f"registered components, never modules). Register the class once in a plugin "
+            f"(registry.add_{kind}('my-name', {type(component).__name__})) or build it by name."
+        )
+    reason = uncapturable_reason(component)
+    config = captured_config(component)
+    if config is None and takes_no_options(type(component)):
+        config = {}
+    if reason is not None or config is None:
+        raise SMGError(
+            f"{what} ({kind} {name!r}) did not record the options it was built with "
+            f"({reason or 'it does not derive from the smg_sdk interface of its kind'}), so it cannot be rebuilt; "
+            f"derive it from smg_sdk.{_INTERFACES[kind]} and pass its options by name, or build it by name."
+        )
+    return name, config
+
+
+_INTERFACES = {"encoder": "ConditionEncoder", "aggregator": "Aggregator", "rule": "AttentionRule",
+               "schedule": "DenoisingSchedule", "planner": "Planner", "verifier": "Verifier"}
+
+
 def _describe(component: Any, kind: str, slot: str, folder: Path) -> dict[str, Any]:
     from safetensors.torch import save_file
 
-    name = component_name(component)
-    if name is None:
-        raise SMGError(
-            f"The {kind} {type(component).__name__} in {slot} was built by hand, so it cannot be saved by name; "
-            "register its factory in a plugin (registry.add_" + kind + ") and compose the pipeline by name."
-        )
+    name, config = _identity(component, kind, slot)
     # Remote code is the loader's decision, never the folder's: the flag is not saved.
-    config = {k: v for k, v in component_config(component).items() if k != REMOTE_CODE_KEY}
+    config = {k: v for k, v in config.items() if k != REMOTE_CODE_KEY}
     try:
         json.dumps(config, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -74,12 +105,19 @@ def _describe(component: Any, kind: str, slot: str, folder: Path) -> dict[str, A
     return entry
 
 
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 def _is_saved_pipeline(folder: Path) -> bool:
     return (folder / MANIFEST).is_file()
 
 
 def save_pipeline(pipe: "SubjectPipeline", folder: Path) -> Path:
     """Write ``pipe`` to ``folder`` (replaced atomically; only an earlier saved pipeline is replaced)."""
+    for attr, kind in {**LIST_KINDS, **SINGLE_KINDS}.items():  # a component that cannot be named fails first
+        for i, component in enumerate(c for c in _as_list(getattr(pipe, attr)) if c is not None):
+            _identity(component, kind, f"{attr}_{i}" if attr in LIST_KINDS else attr)
     with atomic_folder(folder, kind="pipeline", recognise=_is_saved_pipeline) as staging:
         manifest: dict[str, Any] = {"format": FORMAT_VERSION, "defaults": pipe.defaults}
         manifest["backend"] = pipe.backend.save_pretrained(staging / "backend")

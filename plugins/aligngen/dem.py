@@ -17,9 +17,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from smg_sdk import Aggregator, ConditionError, ConditionSet, ConditionStream, Request
+from smg_sdk import Aggregator, ConditionError, ConditionSet, ConditionStream, Request, StreamSpec
 
-from .slots import read_slots
+from .slots import SLOTS_KEY, read_slots
 
 
 class DeviationExtractionModule(nn.Module, Aggregator):
@@ -28,6 +28,14 @@ class DeviationExtractionModule(nn.Module, Aggregator):
     ``width`` is the text width (FLUX.1: 4096; tiny preset: 32); ``redux_width`` the Redux
     token width (default: ``width``).
     """
+
+    needs_streams = (StreamSpec("{stream}", side="text"), StreamSpec("{redux_prefix}*"))
+    makes_streams = needs_meta = writes_meta = ()
+    reads_meta = (SLOTS_KEY,)  # no slots: nothing to rewrite
+
+    @property
+    def drops_streams(self) -> tuple[StreamSpec, ...]:
+        return (StreamSpec(f"{self.redux_prefix}*", side="raw"),) if self.consume_redux else ()
 
     def __init__(
         self,

@@ -16,7 +16,7 @@ from __future__ import annotations
 from smg_sdk import AttentionRule, ConditionSet, Request
 from smg_sdk.attention.masks import JointAttentionMask
 
-from .slots import read_slots, slot_token_mask
+from .slots import SLOTS_KEY, read_slots, slot_token_mask
 
 
 class SelectiveCrossModalMask(AttentionRule):
@@ -26,6 +26,9 @@ class SelectiveCrossModalMask(AttentionRule):
     stream without S* slots then has no token exempt). ``bind_subjects``: exempt tokens of
     subject k only for references owned by subject k.
     """
+
+    needs_streams = needs_meta = ()
+    reads_meta = (SLOTS_KEY,)  # S*/concept positions: the tokens exempt from the block
 
     def __init__(self, text_streams: list[str] | None = None, symmetric: bool = True, bind_subjects: bool = True):
         self.text_streams = None if text_streams is None else list(text_streams)

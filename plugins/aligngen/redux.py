@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from smg_sdk import ConditionEncoder, ConditionError, ConditionSet, ConditionStream, ModelLoadError, Request
+from smg_sdk import ConditionEncoder, ConditionError, ConditionSet, ConditionStream, ModelLoadError, Request, StreamSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from smg_sdk.backends.flux import FluxBackend
@@ -52,6 +52,8 @@ class ReduxEncoder(ConditionEncoder):
     """
 
     reads_prompt = False  # Redux tokens depend only on the subject images
+    makes_streams = (StreamSpec("{prefix}*", side="{side}"),)
+    writes_meta = ()
 
     def __init__(
         self,

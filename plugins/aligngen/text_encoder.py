@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Iterator
 import torch
 from torch import nn
 
-from smg_sdk import ConditionEncoder, ConditionError, ConditionSet, ConditionStream, Request
+from smg_sdk import ConditionEncoder, ConditionError, ConditionSet, ConditionStream, Request, StreamSpec
 
-from .slots import slots_meta
+from .slots import SLOTS_KEY, slots_meta
 from .sstar import LearnableToken
 from .tokens import concept_spans, insert_before, locate_slots, mark_prompt, single_token_id
 
@@ -35,6 +35,9 @@ class AlignGenTextEncoder(nn.Module, ConditionEncoder):
     word's tokens (None: from the marker's own embedding). ``clip_token=False`` leaves CLIP
     on the plain prompt.
     """
+
+    makes_streams = (StreamSpec("{stream_name}", side="text"),)
+    writes_meta = (SLOTS_KEY, "subject_tokens")
 
     def __init__(
         self,

@@ -16,11 +16,11 @@ def smg_register(registry) -> None:
     """Components this plugin provides."""
     from .heuristic import HeuristicPlanner
     from .layout_rule import LayoutAttentionRule
-    from .planner import build_music_planner
+    from .planner import MusicPlanner
     from .preset import music_tiny
     from .verifiers import ClipTextVerifier, JudgeVerifier
 
-    registry.add_planner("music", build_music_planner)
+    registry.add_planner("music", MusicPlanner)
     registry.add_planner("music-heuristic", HeuristicPlanner)
     registry.add_rule("music-layout", LayoutAttentionRule)
     registry.add_verifier("clip-text", ClipTextVerifier)

@@ -83,6 +83,9 @@ def token_grid(request: Request | None, image_tokens: int) -> tuple[int, int]:
 class LayoutAttentionRule(AttentionRule):
     """Layout-driven regional attention (registered as ``music-layout``); see the module docstring."""
 
+    needs_streams = needs_meta = ()
+    reads_meta = ("plan", "plans")  # rows without a plan are left as they are
+
     def __init__(
         self,
         mode: str = "hard",

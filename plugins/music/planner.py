@@ -80,14 +80,22 @@ class MusicPlannerConfig:
 class MusicPlanner(Planner):
     """Plans by an MLLM with retries and a heuristic fallback (registered as ``music``).
 
-    Build it from keyword settings (:class:`MusicPlannerConfig` fields), or pass a loaded
-    :class:`smg_sdk.mllm.MLLM` as ``mllm`` to share one model between components.
+    Build it from keyword settings (:class:`MusicPlannerConfig` fields), or pass a
+    :class:`MusicPlannerConfig`, and/or a loaded :class:`smg_sdk.mllm.MLLM` as ``mllm`` to share
+    one model between components. Its saved options are the settings that differ from the
+    defaults (a shared ``mllm`` is not an option: a reloaded planner loads ``model_path``).
+    ``trust_remote_code`` is a named parameter so ``SubjectPipeline.from_pretrained(...,
+    trust_remote_code=True)`` can pass the caller's consent to it (a manifest never can).
     """
 
     suggested_rules = ("music-layout",)
     suggested_verifier = "clip-text"
+    ignore_for_config = ("config", "mllm")
 
-    def __init__(self, config: MusicPlannerConfig | None = None, *, mllm: Any = None, **settings: Any):
+    def __init__(self, config: MusicPlannerConfig | None = None, *, mllm: Any = None,
+                 trust_remote_code: bool | None = None, **settings: Any):
+        if trust_remote_code is not None:
+            settings["trust_remote_code"] = trust_remote_code
         if config is None:
             names = {f.name for f in dataclasses.fields(MusicPlannerConfig)}
             unknown = sorted(set(settings) - names)
@@ -99,6 +107,9 @@ class MusicPlanner(Planner):
         self.config = config
         self._mllm = mllm
         self.heuristic = HeuristicPlanner(rows=config.rows, cols=config.cols, cot_in_prompt=config.cot_in_prompt)
+        defaults = MusicPlannerConfig()
+        self.register_to_config(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+                                   if getattr(config, f.name) != getattr(defaults, f.name)})
 
     # ------------------------------------------------------------------ the model
     @property
@@ -210,11 +221,7 @@ class MusicPlanner(Planner):
 
 
 def build_music_planner(*, trust_remote_code: bool = False, **settings: Any) -> MusicPlanner:
-    """Registry factory of ``music``: :class:`MusicPlannerConfig` fields as keywords.
-
-    ``trust_remote_code`` is named explicitly so ``SubjectPipeline.from_pretrained(...,
-    trust_remote_code=True)`` can pass the caller's consent to it (a manifest never can).
-    """
+    """A :class:`MusicPlanner` from keyword settings (kept for callers; the registry registers the class)."""
     return MusicPlanner(trust_remote_code=trust_remote_code, **settings)
 
 

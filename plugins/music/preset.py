@@ -12,8 +12,9 @@ def music_tiny(planner: str = "music", layout_mode: str = "hard", reference_mode
                **planner_settings: Any) -> SubjectPipeline:
     """Tiny FLUX + ``music`` (or ``music-heuristic``) planner + ``music-layout`` + ``clip-text``."""
     registry = get_registry()
-    pipe = SubjectPipeline.from_preset("tiny", reference_mode=reference_mode)
-    pipe.planner = registry.build("planner", planner, **planner_settings)
-    pipe.rules = [*pipe.rules, registry.build("rule", "music-layout", mode=layout_mode)]
-    pipe.verifier = registry.build("verifier", "clip-text")
-    return pipe
+    tiny = SubjectPipeline.from_preset("tiny", reference_mode=reference_mode)
+    return SubjectPipeline(
+        tiny.backend, tiny.encoders, tiny.aggregators, [*tiny.rules, registry.build("rule", "music-layout", mode=layout_mode)],
+        tiny.schedule, registry.build("planner", planner, **planner_settings), registry.build("verifier", "clip-text"),
+        defaults=tiny.defaults,
+    )

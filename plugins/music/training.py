@@ -12,27 +12,27 @@ The adapter is a peft LoRA on the language model's attention projections (the vi
 left alone); it is saved in peft's format (``adapter_config.json`` +
 ``adapter_model.safetensors``) and loaded by the ``music`` planner with ``adapter_path=``.
 Training loads a private copy of the MLLM, so a model shared with other components is never
-changed. Checkpoints (``checkpoint-<step>/``) are atomic and a run resumes exactly.
+changed. The loop is the SDK's :class:`~smg_sdk.training.TrainingLoop` (the one every recipe
+runs): checkpoints (``checkpoint-<step>/``) are atomic, a run resumes exactly, and a time
+budget stops it after a checkpoint.
 """
 
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from smg_sdk import Request
-from smg_sdk.atomic import atomic_folder, check_output_folder
+from smg_sdk.atomic import atomic_folder
 from smg_sdk.errors import ModelLoadError, SMGError
-from smg_sdk.training import TrainResult
-from smg_sdk.training.checkpoint import PATTERN, resume_checkpoint, save_checkpoint
-from smg_sdk.training.trainer import RESUME_MAY_CHANGE
+from smg_sdk.training import LoopConfig, TrainingLoop, TrainResult
+from smg_sdk.training.checkpoint import PATTERN
+from smg_sdk.training.loop import RESUME_MAY_CHANGE, sample_index, sample_rng
 
 from .data import MusicSample, decimate
 from .plan_format import format_plan
@@ -77,10 +77,6 @@ def _is_training_output(folder: Path) -> bool:
 
 def _is_adapter(folder: Path) -> bool:
     return (folder / ADAPTER_FILES[0]).is_file()
-
-
-def _seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
 def add_planner_adapter(mllm: Any, rank: int = 16, alpha: float | None = None, target_modules: str = LM_ATTENTION,
@@ -189,11 +185,9 @@ class PlannerTrainer:
 
     def sample_at(self, step: int, index: int) -> MusicSample:
         """The (possibly decimated) sample used at ``(step, index)``: seeded, so runs resume exactly."""
-        flat = step * self.config.batch_size + index
-        n = len(self.dataset)
-        order = np.random.default_rng(_seed(self.config.seed, flat // n)).permutation(n)
-        sample = self.dataset[int(order[flat % n])]
-        rng = random.Random(_seed(self.config.seed, step, index, 1))
+        cfg = self.config
+        sample = self.dataset[sample_index(cfg.seed, step, index, cfg.batch_size, len(self.dataset))]
+        rng = sample_rng(cfg.seed, step, index)
         if rng.random() < self.config.decimation_probability:
             smaller = decimate(sample)
             if smaller:
@@ -211,44 +205,27 @@ class PlannerTrainer:
             self.mllm.model.train(was_training)
 
     # ------------------------------------------------------------------ loop
-    def train(self, resume: bool = True) -> TrainResult:
-        """Train to ``max_steps`` (resuming from the newest checkpoint); saves ``output_dir/adapter``."""
+    def batch_loss(self, step: int) -> torch.Tensor:
+        """Mean plan-token LM loss of the step's samples (see :meth:`sample_at`)."""
+        return torch.stack([self.sample_loss(self.sample_at(step, i)) for i in range(self.config.batch_size)]).mean()
+
+    def loop(self) -> TrainingLoop:
+        """The SDK's :class:`TrainingLoop` on :meth:`batch_loss` of the adapter's tensors."""
         cfg = self.config
-        root = check_output_folder(cfg.output_dir, "planner training", _is_training_output)
-        start = 0
-        found = resume_checkpoint(root, asdict(cfg), RESUME_MAY_CHANGE) if resume else None
-        if found is not None:
-            last, tensors, optimizer_state, state = found
-            with torch.no_grad():
-                for name, p in self.trainable.items():
-                    if name not in tensors or tensors[name].shape != p.shape:
-                        raise SMGError(f"Checkpoint {last} does not match this planner adapter ({name!r}).")
-                    p.copy_(tensors[name])
-            self.optimizer.load_state_dict(optimizer_state)
-            start = int(state["step"])
-        result = TrainResult(last_step=start)
+        settings = LoopConfig(cfg.output_dir, cfg.max_steps, cfg.checkpoint_every, asdict(cfg), RESUME_MAY_CHANGE,
+                              cfg.max_grad_norm, cfg.progress, description="planner training",
+                              output_kind="planner training")
+        return TrainingLoop(self.trainable, self.optimizer, self.batch_loss, settings, recognise=_is_training_output)
+
+    def train(self, resume: bool = True, budget_minutes: float | None = None) -> TrainResult:
+        """Train to ``max_steps`` (resuming from the newest checkpoint) or ``budget_minutes``; saves
+        ``output_dir/adapter`` either way (a rerun with ``resume`` continues a stopped run)."""
         self.mllm.model.train()
-        params = list(self.trainable.values())
-        bar = tqdm(range(start, cfg.max_steps), desc="planner training", disable=not cfg.progress, initial=start,
-                   total=cfg.max_steps)
-        for step in bar:
-            loss = torch.stack([self.sample_loss(self.sample_at(step, i)) for i in range(cfg.batch_size)]).mean()
-            loss.backward()
-            if cfg.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            value = float(loss.detach())
-            result.losses.append(value)
-            bar.set_postfix(loss=f"{value:.4f}")
-            done = result.last_step = step + 1
-            if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
-                result.checkpoint = save_checkpoint(
-                    root, done, {n: p.detach() for n, p in self.trainable.items()}, self.optimizer.state_dict(),
-                    {"config": asdict(cfg)},
-                )
-        self.mllm.model.eval()
-        save_planner_adapter(self.mllm, root / "adapter")
+        try:
+            result = self.loop().run(resume, budget_minutes)
+        finally:
+            self.mllm.model.eval()
+        save_planner_adapter(self.mllm, Path(self.config.output_dir).expanduser().resolve() / "adapter")
         return result
 
 

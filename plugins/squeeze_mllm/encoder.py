@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from smg_sdk import ConditionEncoder, ConditionError, ConditionSet, ConditionStream, Request
+from smg_sdk import ConditionEncoder, ConditionError, ConditionSet, ConditionStream, Request, StreamSpec
 from smg_sdk.types import PLACEHOLDER
 
 from .streams import RAW_STREAM
@@ -48,6 +48,9 @@ class MLLMConditionEncoder(ConditionEncoder):
     ``layer_stride`` picks every n-th layer (default 3, as in the paper); ``image_size`` is the
     side the references are resized to before the MLLM sees them.
     """
+
+    makes_streams = (StreamSpec("{stream}", side="raw"),)
+    writes_meta = ()
 
     def __init__(self, model: str = "tiny", layer_stride: int = 3, image_size: int = 448,
                  trust_remote_code: bool = False, stream: str = RAW_STREAM):

@@ -19,9 +19,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from smg_sdk import Aggregator, ConditionError, ConditionSet, ConditionStream, Request
+from smg_sdk import Aggregator, ConditionError, ConditionSet, ConditionStream, Request, StreamSpec
 
 from .streams import OUT_STREAM, RAW_STREAM
+
+RAW_IN = (StreamSpec("{stream}", side="raw"),)
+"""What every aggregator here needs and drops: the raw stream of the ``squeeze-mllm`` encoder."""
+TEXT_OUT = (StreamSpec("{out_stream}", side="text"),)
+"""What every aggregator here makes: the pooled text-side stream."""
 
 
 class LayerwiseAttentionPooling(nn.Module):
@@ -86,6 +91,10 @@ def _emit(conditions: ConditionSet, raw: ConditionStream, tokens: torch.Tensor, 
 class LAPAggregator(nn.Module, Aggregator):
     """``lap``: one LAP over all tokens of the raw MLLM stream."""
 
+    needs_streams = drops_streams = RAW_IN
+    makes_streams = TEXT_OUT
+    needs_meta = reads_meta = writes_meta = ()
+
     def __init__(self, num_layers: int, in_dim: int, out_dim: int = 4096, refiner_layers: int = 1, heads: int = 4,
                  stream: str = RAW_STREAM, out_stream: str = OUT_STREAM):
         super().__init__()
@@ -99,6 +108,10 @@ class LAPAggregator(nn.Module, Aggregator):
 
 class DualLayerAggregation(nn.Module, Aggregator):
     """``dla``: separate LAP branches for text and image token positions, fused in order."""
+
+    needs_streams = drops_streams = RAW_IN
+    makes_streams = TEXT_OUT
+    needs_meta = reads_meta = writes_meta = ()
 
     def __init__(self, num_layers: int, in_dim: int, out_dim: int = 4096, refiner_layers: int = 1, heads: int = 4,
                  stream: str = RAW_STREAM, out_stream: str = OUT_STREAM):
@@ -132,6 +145,10 @@ class LastLayer(nn.Module, Aggregator):
     ``num_layers`` is accepted (and unused) so every Squeeze aggregator takes the same config.
     """
 
+    needs_streams = drops_streams = RAW_IN
+    makes_streams = TEXT_OUT
+    needs_meta = reads_meta = writes_meta = ()
+
     def __init__(self, in_dim: int, out_dim: int = 4096, stream: str = RAW_STREAM, out_stream: str = OUT_STREAM,
                  num_layers: int | None = None):
         super().__init__()
@@ -156,6 +173,10 @@ class FixedLayers(nn.Module, Aggregator):
     The three are the selected layers nearest those depths; ``num_layers`` is accepted (and
     unused) so every Squeeze aggregator takes the same config.
     """
+
+    needs_streams = drops_streams = RAW_IN
+    makes_streams = TEXT_OUT
+    needs_meta = reads_meta = writes_meta = ()
 
     def __init__(self, in_dim: int, out_dim: int = 4096, stream: str = RAW_STREAM, out_stream: str = OUT_STREAM,
                  num_layers: int | None = None):

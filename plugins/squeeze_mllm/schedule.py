@@ -31,6 +31,8 @@ class MultiStageSchedule(DenoisingSchedule):
     every reference-side stream counts as identity.
     """
 
+    needs_streams = needs_meta = reads_meta = ()  # streams absent from a request get no weight
+
     def __init__(
         self,
         semantic_until: float = 0.3,

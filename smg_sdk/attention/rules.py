@@ -15,6 +15,8 @@ class BlockRule(AttentionRule):
     Groups missing from a pass (no such stream in this request) are skipped.
     """
 
+    needs_streams = needs_meta = reads_meta = ()  # selectors of absent groups are skipped
+
     def __init__(self, queries: str, keys: str):
         self.queries, self.keys = queries, keys
 
@@ -28,6 +30,8 @@ class BlockRule(AttentionRule):
 class IsolateReferencesRule(AttentionRule):
     """Reference streams do not attend to each other (each subject stays itself)."""
 
+    needs_streams = needs_meta = reads_meta = ()
+
     def apply(self, mask: JointAttentionMask, conditions: ConditionSet, request: Request | None) -> None:
         refs = [g.name for g in mask.layout.groups if g.kind == "reference"]
         for a in refs:
@@ -38,6 +42,8 @@ class IsolateReferencesRule(AttentionRule):
 
 class StreamBiasRule(AttentionRule):
     """Add a constant ``bias`` to the logits of the selected keys (soft emphasis)."""
+
+    needs_streams = needs_meta = reads_meta = ()  # selectors of absent groups are skipped
 
     def __init__(self, keys: str, bias: float, queries: str = "*"):
         self.keys, self.bias, self.queries = keys, float(bias), queries

@@ -12,6 +12,7 @@ import re
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
+from ..configurable import CONFIG_ATTR, NAME_ATTR, captured_config
 from ..errors import ConfigError, PluginError, RegistryError, SMGError
 
 KINDS: tuple[str, ...] = (
@@ -165,6 +166,10 @@ class Registry:
         """Registered names of ``kind``, sorted."""
         return sorted(self._kind(kind))
 
+    def names_of(self, kind: str, factory: Factory) -> list[str]:
+        """Names of ``kind`` registered with exactly ``factory`` (a class, usually), sorted."""
+        return sorted(n for n, f in self._kind(kind).items() if f is factory)
+
     def owner(self, kind: str, name: str) -> str:
         """Name of the plugin that registered ``name`` for ``kind``."""
         self.get(kind, name)  # raises the helpful RegistryError
@@ -189,34 +194,36 @@ class Registry:
     # -- building -----------------------------------------------------------------------
 
     def _check_options(self, kind: str, name: str, factory: Factory, config: dict[str, Any]) -> None:
-        """A misspelt option is a clear error naming the options the factory takes, not a TypeError."""
+        """A misspelt or missing option is a one-line RegistryError naming it, not a TypeError."""
         import inspect
 
         try:
             params = inspect.signature(factory).parameters.values()
         except (TypeError, ValueError):  # builtins without a signature: let the call decide
             return
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-            return
-        accepted = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-        unknown = sorted(set(config) - set(accepted))
-        if unknown:
-            raise RegistryError(
-                f"{kind} {name!r} has no option {unknown[0]!r}; its options are: {', '.join(accepted) or '(none)'}."
-            )
-        required = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-                    and p.default is inspect.Parameter.empty and p.name not in config]
+        named = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        required = [p.name for p in named if p.default is inspect.Parameter.empty and p.name not in config]
         if required:
             raise RegistryError(
                 f"{kind} {name!r} needs the option(s) {', '.join(required)}, which have no default; pass them, e.g. "
                 f"({name!r}, {{{required[0]!r}: ...}}), or use a preset that builds it."
+            )
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return
+        accepted = [p.name for p in named]
+        unknown = sorted(set(config) - set(accepted))
+        if unknown:
+            raise RegistryError(
+                f"{kind} {name!r} has no option {unknown[0]!r}; its options are: {', '.join(accepted) or '(none)'}."
             )
 
     def build(self, kind: str, name: str, **config: Any) -> Any:
         """Call the factory with ``config`` and record ``smg_name``/``smg_config`` on the result.
 
         The recorded name and config are what a saved pipeline's manifest stores, so the
-        same component can be rebuilt later with ``build(kind, smg_name, **smg_config)``.
+        same component can be rebuilt later with ``build(kind, smg_name, **smg_config)``. A
+        component whose class is the factory and that captured its own options at
+        construction (:mod:`smg_sdk.configurable`) keeps those; any other gets ``config``.
         """
         factory = self.get(kind, name)
         self._check_options(kind, name, factory, config)
@@ -227,8 +234,9 @@ class Registry:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{kind} {name!r} could not be built with options {config!r}: {exc}") from exc
         try:
-            setattr(component, "smg_name", name)
-            setattr(component, "smg_config", dict(config))
+            setattr(component, NAME_ATTR, name)
+            if not (type(component) is factory and captured_config(component) is not None):
+                setattr(component, CONFIG_ATTR, dict(config))
         except (AttributeError, TypeError) as exc:
             raise PluginError(
                 f"the factory of {kind} {name!r} (plugin {self._owners[kind][name]!r}) returned a "

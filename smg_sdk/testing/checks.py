@@ -1,4 +1,9 @@
-"""Contract checks, one per component kind. Each raises AssertionError naming the broken rule."""
+"""Contract checks, one per component kind. Each raises AssertionError naming the broken rule.
+
+Encoders and aggregators are also held to their declared contracts (``makes_streams``,
+``drops_streams``, ``writes_meta``; see :mod:`smg_sdk.contracts`): a stream or ``meta`` key
+they add or remove without declaring it fails the check.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from PIL import Image
 
 from ..attention.masks import JointAttentionMask, JointLayout
 from ..conditions import ConditionSet
+from ..contracts import StreamSpec, declared_keys, declared_streams
 from ..interfaces import Aggregator, AttentionRule, ConditionEncoder, DenoisingSchedule, Planner, Verifier, component_config
 from ..types import Plan, Request
 
@@ -50,6 +56,26 @@ def _check_config(kind: str, component: Any) -> None:
         pickle.dumps(config)
     except Exception as exc:  # noqa: BLE001 - any pickling failure breaks the contract
         raise _fail(kind, component, f"its config cannot be pickled ({exc})") from exc
+
+
+def _check_declared(kind: str, component: Any, before: ConditionSet, after: ConditionSet) -> None:
+    """What the component did agrees with what it declares (``makes_streams``, ``drops_streams``,
+    ``writes_meta``; undeclared attributes are not checked), so compose-time checks can trust it."""
+    old = {s.name for s in before}
+    new = {s.name for s in after}
+    for attr, streams in (("makes_streams", [s for s in after if s.name not in old]),
+                          ("drops_streams", [s for s in before if s.name not in new])):
+        specs = declared_streams(component, attr)
+        for stream in streams if specs is not None else []:
+            if not any(spec.covers(StreamSpec(stream.name, stream.side)) for spec in specs):
+                verb = "made" if attr == "makes_streams" else "removed"
+                raise _fail(kind, component, f"{verb} {stream.side} stream {stream.name!r}, which its {attr} "
+                                             f"{tuple(s.describe() for s in specs)} does not declare")
+    keys = declared_keys(component, "writes_meta")
+    written = sorted(k for k in after.meta if k not in before.meta or after.meta[k] is not before.meta[k])
+    undeclared = [k for k in written if keys is not None and k not in keys]
+    if undeclared:
+        raise _fail(kind, component, f"wrote meta[{undeclared[0]!r}], which its writes_meta {keys} does not declare")
 
 
 def _roundtrip_module(kind: str, component: Any, rerun) -> None:
@@ -95,6 +121,7 @@ def check_encoder(encoder: ConditionEncoder, backend: Any, request: Request) -> 
         raise _fail("encoder", encoder, "two encodings of the same request differ (not deterministic)")
     if request.prompt != prompt or [(s.class_word, s.pil().tobytes()) for s in request.subjects] != before:
         raise _fail("encoder", encoder, "encode() modified the request or its subjects")
+    _check_declared("encoder", encoder, ConditionSet(), first)
     _check_config("encoder", encoder)
     _roundtrip_module("encoder", encoder, lambda a, b: _same_streams(a.encode(request, backend),
                                                                      b.encode(request, backend), atol=1e-6))
@@ -127,6 +154,7 @@ def check_aggregator(aggregator: Aggregator, conditions: ConditionSet, request: 
     for stream in first:
         if stream.side != "raw" and stream.tokens.ndim != 3:
             raise _fail("aggregator", aggregator, f"stream {stream.name!r} is not (batch, length, width)")
+    _check_declared("aggregator", aggregator, conditions, first)
     _check_config("aggregator", aggregator)
     with torch.no_grad():
         _roundtrip_module("aggregator", aggregator, lambda a, b: _same_streams(

@@ -1,6 +1,7 @@
-"""Training: a generic flow-matching trainer, samples, checkpoints."""
+"""Training: one training loop, a generic flow-matching trainer on it, samples, checkpoints."""
 
 from .data import TrainingSample
+from .loop import LoopConfig, TrainingLoop
 from .trainer import (
     FlowMatchingTrainer,
     TrainerConfig,
@@ -11,6 +12,6 @@ from .trainer import (
 )
 
 __all__ = [
-    "FlowMatchingTrainer", "TrainResult", "TrainerConfig", "TrainerHook", "TrainingSample",
+    "FlowMatchingTrainer", "LoopConfig", "TrainResult", "TrainerConfig", "TrainerHook", "TrainingLoop", "TrainingSample",
     "adapter_parameters", "module_parameters",
 ]

@@ -8,7 +8,8 @@ pipeline's own encoders and aggregators, and regresses the FLUX velocity
 
 Determinism is by construction: the sample order, the noise, the noise level and the
 hooks' random choices are all seeded from ``(seed, step, index)``, so a run resumed from a
-checkpoint continues exactly as an uninterrupted one.
+checkpoint continues exactly as an uninterrupted one. The loop itself (steps, checkpoints,
+resume, budget, evaluation lines, history) is :class:`~smg_sdk.training.loop.TrainingLoop`.
 """
 
 from __future__ import annotations
@@ -16,24 +17,23 @@ from __future__ import annotations
 import math
 import os
 import random
-import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from ..atomic import check_output_folder
 from ..errors import ConfigError, SMGError
 from ..adapters import lora_layers
 from ..attention.passes import build_attention_pass
 from ..types import Request
-from .checkpoint import PATTERN, resume_checkpoint, save_checkpoint
 from .data import TrainingSample
-from .distributed import broadcast_parameters, main_decides, shard_indices, sum_gradients, sum_value
+from .distributed import broadcast_parameters, shard_indices
+from .loop import LoopConfig, TrainingLoop, sample_index, sample_rng, step_seed
+from .loop import RESUME_MAY_CHANGE, TrainResult, is_training_output  # noqa: F401 - their home before loop.py
+
+_seed = step_seed  # the name callers (and tests) used before loop.py
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..pipeline import SubjectPipeline
@@ -84,10 +84,6 @@ class TrainerConfig:
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}.")
 
 
-RESUME_MAY_CHANGE = ("output_dir", "max_steps", "checkpoint_every", "progress", "cache_encodings")
-"""Settings a resumed run may change; any other difference from the checkpoint's run is refused."""
-
-
 def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
         bound = f">= {low}" if high is None else f"from {low} to {high}"
@@ -102,11 +98,6 @@ def _check_number(name: str, value: Any, positive: bool = False) -> float:
     return float(value)
 
 
-def is_training_output(folder: Path) -> bool:
-    """Whether ``folder`` holds ``checkpoint-<step>`` folders (an earlier training output)."""
-    return any(PATTERN.match(p.name) for p in folder.iterdir())
-
-
 class TrainerHook:
     """Extension points of a training run; override what you need."""
 
@@ -116,13 +107,6 @@ class TrainerHook:
 
     def on_step_end(self, step: int, loss: float) -> None:
         """Called after each optimiser step with the step's mean loss."""
-
-
-@dataclass
-class TrainResult:
-    losses: list[float] = field(default_factory=list)
-    last_step: int = 0
-    checkpoint: Path | None = None
 
 
 def module_parameters(prefix: str, module: nn.Module) -> dict[str, nn.Parameter]:
@@ -153,10 +137,6 @@ def _structure_groups(conditions: Sequence[Any]) -> list[list[int]]:
         else:
             group.append(i)
     return groups
-
-
-def _seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
 class FlowMatchingTrainer:
@@ -218,14 +198,12 @@ class FlowMatchingTrainer:
     # ------------------------------------------------------------------ samples and loss
     def dataset_index(self, step: int, index: int) -> int:
         """The dataset row used at ``(step, index)``: an epoch-wise permutation, seeded."""
-        flat = step * self.config.batch_size + index
-        n = len(self.dataset)
-        return int(np.random.default_rng(_seed(self.config.seed, flat // n)).permutation(n)[flat % n])
+        return sample_index(self.config.seed, step, index, self.config.batch_size, len(self.dataset))
 
     def sample_at(self, step: int, index: int) -> TrainingSample:
         """The sample used at ``(step, index)``, after the hooks."""
         sample = self.dataset[self.dataset_index(step, index)]
-        rng = random.Random(_seed(self.config.seed, step, index, 1))
+        rng = sample_rng(self.config.seed, step, index)
         for hook in self.hooks:
             sample = hook.on_sample(sample, rng)
         return sample
@@ -315,37 +293,19 @@ class FlowMatchingTrainer:
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {name: p.detach() for name, p in self.trainable.items()}
 
-    def _restore(self, folder: Path, tensors: dict[str, torch.Tensor], optimizer_state: dict[str, Any],
-                 state: dict[str, Any]) -> int:
-        missing = sorted(set(self.trainable) - set(tensors))
-        if missing:
-            raise SMGError(f"Checkpoint {folder} lacks trainable tensor {missing[0]!r}; was it made by another recipe?")
-        with torch.no_grad():
-            for name, p in self.trainable.items():
-                if tensors[name].shape != p.shape:
-                    raise SMGError(f"Checkpoint tensor {name!r} has shape {tuple(tensors[name].shape)}, "
-                                   f"the model has {tuple(p.shape)}.")
-                p.copy_(tensors[name])
-        try:
-            self.optimizer.load_state_dict(optimizer_state)
-        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
-            raise SMGError(f"Checkpoint {folder}: the optimizer state does not fit this run ({exc}).") from exc
-        return int(state["step"])
-
-    def _step(self, step: int) -> float:
-        """One optimiser step (holding the pipeline's lock); returns the loss."""
+    def loop(self, evaluate: Callable[[int], dict] | None = None, eval_every: int | None = None,
+             log: Callable[[str], None] | None = None, history_file: str | None = None) -> TrainingLoop:
+        """The :class:`TrainingLoop` of this run: :meth:`batch_loss` of the trainable tensors."""
         cfg = self.config
-        with self.pipeline.lock:
-            loss = self.batch_loss(step)
-            self.accelerator.backward(loss)
-            sum_gradients(self.trainable.values(), self.accelerator.num_processes)
-            if cfg.max_grad_norm is not None:
-                self.accelerator.clip_grad_norm_(list(self.trainable.values()), cfg.max_grad_norm)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        return sum_value(float(loss.detach()), self.accelerator.num_processes)
+        settings = LoopConfig(cfg.output_dir, cfg.max_steps, cfg.checkpoint_every, asdict(cfg), RESUME_MAY_CHANGE,
+                              cfg.max_grad_norm, cfg.progress, eval_every=eval_every, history_file=history_file)
+        return TrainingLoop(self.trainable, self.optimizer, self.batch_loss, settings, accelerator=self.accelerator,
+                            lock=self.pipeline.lock, on_step_end=[h.on_step_end for h in self.hooks],
+                            evaluate=evaluate, log=log)
 
-    def train(self, resume: bool = True, budget_minutes: float | None = None) -> TrainResult:
+    def train(self, resume: bool = True, budget_minutes: float | None = None, *,
+              evaluate: Callable[[int], dict] | None = None, eval_every: int | None = None,
+              log: Callable[[str], None] | None = None, history_file: str | None = None) -> TrainResult:
         """Run until ``max_steps``; with ``resume``, continue from the newest complete checkpoint.
 
         ``budget_minutes`` stops the run early, after writing a checkpoint, once that much wall
@@ -355,35 +315,7 @@ class FlowMatchingTrainer:
         checkpoint from a run with other settings is refused (see :data:`RESUME_MAY_CHANGE`).
         ``output_dir`` must be new, empty or an earlier training output. Under ``accelerate launch``
         only the main process writes checkpoints, and every process waits for each one.
+        ``evaluate(step) -> dict`` adds an evaluation line every ``eval_every`` steps and at the
+        end (written to ``log``); ``history_file`` collects this run's losses and lines (JSON).
         """
-        cfg = self.config
-        root = check_output_folder(cfg.output_dir, "training", is_training_output)
-        start, result = 0, TrainResult()
-        found = resume_checkpoint(root, asdict(cfg), RESUME_MAY_CHANGE) if resume else None
-        if found is not None:
-            start = self._restore(*found)
-            result.checkpoint = found[0]
-        result.last_step = start
-        began = time.monotonic()
-        bar = tqdm(range(start, cfg.max_steps), desc="training", initial=start, total=cfg.max_steps,
-                   disable=not cfg.progress or not self.accelerator.is_main_process)
-        for step in bar:
-            value = self._step(step)
-            result.losses.append(value)
-            bar.set_postfix(loss=f"{value:.4f}")
-            for hook in self.hooks:
-                hook.on_step_end(step, value)
-            done = step + 1
-            result.last_step = done
-            out_of_time = main_decides(budget_minutes is not None and time.monotonic() - began > 60 * budget_minutes,
-                                       self.accelerator.num_processes)
-            if done % cfg.checkpoint_every == 0 or done == cfg.max_steps or out_of_time:
-                if self.accelerator.is_main_process:
-                    result.checkpoint = save_checkpoint(
-                        root, done, self.state_tensors(), self.optimizer.state_dict(), {"config": asdict(cfg)}
-                    )
-                self.accelerator.wait_for_everyone()  # no process reads or resumes a half-written checkpoint
-            if out_of_time:
-                break
-        bar.close()
-        return result
+        return self.loop(evaluate, eval_every, log, history_file).run(resume, budget_minutes)

@@ -27,7 +27,7 @@ from smg_sdk.backends.flux.encoders import FluxTextEncoder, VAEReferenceEncoder 
 from smg_sdk.pipeline import SubjectPipeline  # noqa: E402
 from smg_sdk.presets.tiny import tiny_flux_path  # noqa: E402
 from smg_sdk.training import FlowMatchingTrainer, TrainerConfig, TrainingSample, adapter_parameters  # noqa: E402
-from smg_sdk.training import trainer as trainer_module  # noqa: E402
+from smg_sdk.training import loop as loop_module  # noqa: E402  (the training loop calls save_checkpoint)
 from smg_sdk.training.distributed import sum_gradients  # noqa: E402
 
 PROMPTS = ["a photo of <1> on grass", "<1> on sand", "a small <1> in snow", "<1> under a blue sky"]
@@ -74,13 +74,13 @@ def main() -> None:
     trainer = build(out, args.steps, args.batch_size, args.perturb)
     rank = trainer.accelerator.process_index
     writes: list[int] = []
-    original = trainer_module.save_checkpoint
+    original = loop_module.save_checkpoint
 
     def counted(root, step, *rest):
         writes.append(step)
         return original(root, step, *rest)
 
-    trainer_module.save_checkpoint = counted
+    loop_module.save_checkpoint = counted
     grads = step0_gradient(trainer)
     began = time.perf_counter()
     result = trainer.train(resume=True)

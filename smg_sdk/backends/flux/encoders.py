@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 
 from ...conditions import ConditionSet, ConditionStream
+from ...contracts import StreamSpec
 from ...errors import ConditionError
 from ...interfaces import ConditionEncoder
 from .positions import POLICIES, reference_ids, text_ids
@@ -22,6 +23,12 @@ class FluxTextEncoder(ConditionEncoder):
     ``meta["subject_tokens"]["prompt"]`` maps each subject index to the T5 token positions
     of its class word, found through the tokenizer's offset mapping.
     """
+
+    writes_meta = ("subject_tokens",)
+
+    @property
+    def makes_streams(self) -> tuple[StreamSpec, ...]:
+        return (StreamSpec(self.stream_name, side="text"),) if self.t5 else ()  # t5=False: the pooled vector only
 
     def __init__(self, stream_name: str = "prompt", max_sequence_length: int | None = None, t5: bool = True):
         self.stream_name = stream_name
@@ -56,6 +63,8 @@ class VAEReferenceEncoder(ConditionEncoder):
     """
 
     reads_prompt = False  # references depend only on the subject images
+    makes_streams = (StreamSpec("{prefix}*", side="reference"),)
+    writes_meta = ()
 
     def __init__(
         self,

@@ -227,7 +227,7 @@ def pretrain(backend: "FluxBackend", config: PretrainConfig, pool: LatentPool | 
     """
     from ...atomic import check_output_folder
     from ...training.checkpoint import resume_checkpoint
-    from ...training.trainer import is_training_output
+    from ...training.loop import is_training_output
 
     root = check_output_folder(config.output_dir, "training", is_training_output)
     modules = trainable_modules(backend, config)

@@ -12,6 +12,12 @@ class WordEmphasis(Aggregator):
     (``meta["subject_tokens"][stream]``); only those tokens change.
     """
 
+    # Declared contracts, checked when a pipeline is composed: the stream is rewritten in place
+    # (a missing one is left alone), so nothing is needed or made; the subject tokens are read.
+    needs_streams = makes_streams = drops_streams = ()
+    needs_meta = writes_meta = ()
+    reads_meta = ("subject_tokens",)
+
     def __init__(self, factor: float = 1.5, stream: str = "prompt"):
         if not factor > 0:
             raise ConditionError(f"word-emphasis factor must be > 0, got {factor!r}.")

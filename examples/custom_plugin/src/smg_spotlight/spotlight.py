@@ -19,6 +19,8 @@ def centre_box(rows: int, cols: int, fraction: float) -> torch.Tensor:
 class Spotlight(AttentionRule):
     """Image tokens outside the centred box may not attend to any reference stream."""
 
+    needs_streams = needs_meta = reads_meta = ()  # no reference stream: nothing to restrict
+
     def __init__(self, fraction: float = 0.5):
         if not 0 < fraction <= 1:
             raise ConditionError(f"spotlight fraction must be in (0, 1], got {fraction!r}.")
