@@ -17,7 +17,7 @@ from _common import out_dir, parser, subjects
 from smg_sdk import SubjectPipeline
 from smg_sdk.gallery import contact_sheet
 from smg_sdk.plugins import get_registry
-from smg_sdk.training import FlowMatchingTrainer, TrainerConfig, TrainingSample, adapter_parameters
+from smg_sdk.training import FlowMatchingTrainer, TrainerConfig, TrainingSample
 
 ADAPTER = "my-subject"
 
@@ -42,7 +42,7 @@ def main() -> None:
 
     config = TrainerConfig(output_dir=str(out / "checkpoints"), max_steps=args.train_steps, learning_rate=1e-2,
                            checkpoint_every=max(1, args.train_steps // 2), seed=args.seed)
-    trainer = FlowMatchingTrainer(pipe, adapter_parameters(pipe.backend.transformer, ADAPTER), data, config)
+    trainer = FlowMatchingTrainer(pipe, pipe.backend.adapter_parameters(ADAPTER), data, config)
     loss_before = trainer.evaluate(data)
     result = trainer.train()
     loss_after = trainer.evaluate(data)

@@ -3,19 +3,30 @@
 >>> from smg_sdk import SubjectPipeline, Subject
 >>> pipe = SubjectPipeline.from_preset("tiny")
 >>> out = pipe("a photo of <1> on the beach", subjects=[Subject(img, "dog")], seed=0)
+
+``__all__`` is the public API: everything a plugin may import, and only from here
+(``from smg_sdk import X``; ``tests/test_public_api.py`` checks the in-tree plugins and the
+example plugin). Names that need diffusers, transformers or a model are loaded on first use.
 """
 
 from __future__ import annotations
 
+import importlib
+
 __version__ = "0.1.0"
 
+from .attention.masks import JointAttentionMask, JointLayout, TokenGroup
 from .conditions import ConditionSet, ConditionStream
-from .contracts import CompositionError, StreamSpec
+from .contracts import CompositionError, StreamSpec, check_composition
 from .errors import (
     AttentionRuleError,
     BackendError,
     ConditionError,
+    ConfigError,
+    DataError,
+    DataLookupError,
     ModelLoadError,
+    PlanError,
     PluginError,
     RegistryError,
     RequestError,
@@ -23,29 +34,65 @@ from .errors import (
     SMGError,
     WeightsMismatchError,
 )
-from .interfaces import Aggregator, AttentionRule, ConditionEncoder, DenoisingSchedule, Planner, SceneJudge, Verifier
+from .interfaces import (
+    Aggregator,
+    AttentionRule,
+    ConditionEncoder,
+    DenoisingSchedule,
+    Planner,
+    SceneJudge,
+    Verifier,
+    component_config,
+    component_name,
+)
+from .plans import as_layout, check_layout_subjects, layout_text, plans_for_rows
 from .plugins.hookspecs import hookimpl
-from .types import Plan, PipelineOutput, Request, Subject
+from .prompts import subject_char_spans, tokens_in_spans
+from .types import PLACEHOLDER, BatchRecord, Plan, PipelineOutput, Request, Subject
+
+_LAZY_MODULES: dict[str, tuple[str, ...]] = {
+    ".pipeline": ("SubjectPipeline",),
+    ".backends.base": ("Backend",),
+    ".backends.flux": ("FluxBackend",),
+    ".sampling": ("CachedReferenceOptions", "SampleResult", "SamplingCall", "prepare_sampling"),
+    ".attention.passes": ("AttentionPass", "build_attention_pass"),
+    ".plugins": ("get_registry", "list_plugins"),
+    ".plugins.registry": ("is_valid_name",),
+    ".atomic": ("atomic_folder", "check_output_folder"),
+    ".mllm": ("load_mllm",),
+    ".eval.clip": ("ClipEmbedder",),
+    ".presets.tiny": ("TINY_DEFAULTS", "tiny_clip_path", "tiny_flux_path", "tiny_qwen_vl_path", "tiny_redux_path",
+                      "tiny_siglip_path"),
+    ".training": ("FlowMatchingTrainer", "LoopConfig", "TrainResult", "TrainerConfig", "TrainerHook", "TrainingLoop",
+                  "TrainingSample", "adapter_parameters", "module_parameters"),
+    ".training.loop": ("RESUME_MAY_CHANGE", "is_training_output", "sample_index", "sample_rng"),
+}
+_LAZY = {name: module for module, names in _LAZY_MODULES.items() for name in names}
 
 
 def __getattr__(name: str):
-    # Heavy imports (diffusers) only when the pipeline or backend is first used.
-    if name == "SubjectPipeline":
-        from .pipeline import SubjectPipeline
-
-        return SubjectPipeline
-    if name == "FluxBackend":
-        from .backends.flux import FluxBackend
-
-        return FluxBackend
-    raise AttributeError(f"module 'smg_sdk' has no attribute {name!r}")
+    """Load a lazily exported name (diffusers and model code only when first used)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'smg_sdk' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
 
 
-__all__ = [
-    "Aggregator", "AttentionRule", "AttentionRuleError", "BackendError", "CompositionError", "ConditionEncoder",
-    "ConditionError",
-    "ConditionSet", "ConditionStream", "DenoisingSchedule", "FluxBackend", "ModelLoadError", "Plan",
-    "PipelineOutput", "Planner", "PluginError", "RegistryError", "Request", "RequestError", "SMGError",
-    "ScheduleError", "SceneJudge", "StreamSpec", "Subject", "SubjectPipeline", "Verifier", "WeightsMismatchError",
-    "hookimpl",
-]
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = sorted(
+    [
+        "Aggregator", "AttentionRule", "AttentionRuleError", "BackendError", "BatchRecord", "CompositionError",
+        "ConditionEncoder", "ConditionError", "ConditionSet", "ConditionStream", "ConfigError", "DataError",
+        "DataLookupError", "DenoisingSchedule", "JointAttentionMask", "JointLayout", "ModelLoadError", "PLACEHOLDER",
+        "Plan", "PlanError", "PipelineOutput", "Planner", "PluginError", "RegistryError", "Request", "RequestError",
+        "SMGError", "ScheduleError", "SceneJudge", "StreamSpec", "Subject", "TokenGroup", "Verifier",
+        "WeightsMismatchError", "as_layout", "check_composition", "check_layout_subjects", "component_config",
+        "component_name", "hookimpl", "layout_text", "plans_for_rows", "subject_char_spans", "tokens_in_spans",
+    ]
+    + list(_LAZY)
+)

@@ -13,8 +13,7 @@ to each other).
 
 from __future__ import annotations
 
-from smg_sdk import AttentionRule, ConditionSet, Request
-from smg_sdk.attention.masks import JointAttentionMask
+from smg_sdk import AttentionRule, ConditionSet, JointAttentionMask, Request
 
 from .slots import SLOTS_KEY, read_slots, slot_token_mask
 

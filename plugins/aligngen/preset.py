@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from smg_sdk import ConditionError, SubjectPipeline
 
 if TYPE_CHECKING:  # pragma: no cover
-    from smg_sdk.backends.flux import FluxBackend
+    from smg_sdk import FluxBackend
 
 
 @dataclass
@@ -63,7 +63,7 @@ def dem_heads(width: int, requested: int | None) -> int:
 def build_aligngen(backend: "FluxBackend", config: AlignGenConfig | None = None,
                    defaults: dict[str, Any] | None = None) -> SubjectPipeline:
     """An AlignGen pipeline on ``backend``; adds the reference LoRA adapter if it is missing."""
-    from smg_sdk.plugins import get_registry
+    from smg_sdk import get_registry
 
     config = config or AlignGenConfig()
     registry = get_registry()
@@ -99,8 +99,7 @@ def aligngen_tiny(seed: int = 0, **options: Any) -> SubjectPipeline:
     """
     import torch
 
-    from smg_sdk.backends.flux import FluxBackend
-    from smg_sdk.presets.tiny import TINY_DEFAULTS, tiny_flux_path
+    from smg_sdk import FluxBackend, TINY_DEFAULTS, tiny_flux_path
 
     config = AlignGenConfig.from_options(options)
     backend = FluxBackend.from_pretrained(tiny_flux_path(), max_sequence_length=TINY_DEFAULTS["max_sequence_length"])
@@ -118,7 +117,7 @@ def aligngen(path: str, torch_dtype: str | None = None, device: str | None = Non
     """
     import torch
 
-    from smg_sdk.backends.flux import FluxBackend
+    from smg_sdk import FluxBackend
 
     config = AlignGenConfig.from_options(options)
     if config.siglip_path is None or config.redux_path is None:

@@ -15,10 +15,18 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from smg_sdk import ConditionEncoder, ConditionError, ConditionSet, ConditionStream, ModelLoadError, Request, StreamSpec
+from smg_sdk import (
+    ConditionEncoder,
+    ConditionError,
+    ConditionSet,
+    ConditionStream,
+    ModelLoadError,
+    Request,
+    StreamSpec,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from smg_sdk.backends.flux import FluxBackend
+    from smg_sdk import FluxBackend
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -68,7 +76,7 @@ class ReduxEncoder(ConditionEncoder):
         if torch_dtype not in DTYPES:
             raise ConditionError(f"redux torch_dtype must be one of {sorted(DTYPES)}, not {torch_dtype!r}.")
         if siglip_path is None or redux_path is None:
-            from smg_sdk.presets.tiny import tiny_redux_path, tiny_siglip_path
+            from smg_sdk import tiny_redux_path, tiny_siglip_path
 
             siglip_path = siglip_path or str(tiny_siglip_path())
             redux_path = redux_path or str(tiny_redux_path())

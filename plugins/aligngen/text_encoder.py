@@ -24,7 +24,7 @@ from .sstar import LearnableToken
 from .tokens import concept_spans, insert_before, locate_slots, mark_prompt, single_token_id
 
 if TYPE_CHECKING:  # pragma: no cover
-    from smg_sdk.backends.flux import FluxBackend
+    from smg_sdk import FluxBackend
 
 
 class AlignGenTextEncoder(nn.Module, ConditionEncoder):

@@ -15,8 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from smg_sdk import ConditionError, Request
-from smg_sdk.prompts import subject_char_spans, tokens_in_spans
+from smg_sdk import ConditionError, Request, subject_char_spans, tokens_in_spans
 
 from .slots import Slot
 

@@ -21,16 +21,16 @@ import torch
 from PIL import Image
 from torch import nn
 
-from smg_sdk import SMGError, Subject
-from smg_sdk.training import (
+from smg_sdk import (
     FlowMatchingTrainer,
+    PLACEHOLDER,
+    SMGError,
+    Subject,
     TrainerConfig,
     TrainerHook,
     TrainingSample,
-    adapter_parameters,
     module_parameters,
 )
-from smg_sdk.types import PLACEHOLDER
 
 from .dem import DeviationExtractionModule
 from .hierarchy import ConceptHierarchy
@@ -136,7 +136,7 @@ def aligngen_trainable(pipe: "SubjectPipeline", lora: bool = True) -> dict[str, 
     if lora:
         stream_adapters = getattr(pipe.backend, "stream_adapters", set())
         for name in sorted({getattr(e, "adapter", None) for e in pipe.encoders} & set(stream_adapters)):
-            params.update(adapter_parameters(pipe.backend.transformer, name))
+            params.update(pipe.backend.adapter_parameters(name))
     if not params:
         raise SMGError("The pipeline has no AlignGen component to train (aligngen-text, dem, a reference adapter).")
     return params

@@ -25,12 +25,16 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
-from smg_sdk import Plan, Subject
-from smg_sdk.atomic import atomic_folder
-from smg_sdk.errors import RequestError
-from smg_sdk.plans import as_layout, check_layout_subjects
-from smg_sdk.training import TrainingSample
-from smg_sdk.types import PLACEHOLDER
+from smg_sdk import (
+    PLACEHOLDER,
+    Plan,
+    RequestError,
+    Subject,
+    TrainingSample,
+    as_layout,
+    atomic_folder,
+    check_layout_subjects,
+)
 
 from .boxes import Box, box_area, box_contains
 

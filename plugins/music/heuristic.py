@@ -29,8 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from smg_sdk import Plan, Planner, Request
-from smg_sdk.errors import RequestError
+from smg_sdk import Plan, Planner, Request, RequestError
 
 from .boxes import Box, box_area
 from .prompting import compose_prompt, subject_names

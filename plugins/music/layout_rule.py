@@ -22,10 +22,15 @@ import math
 
 import torch
 
-from smg_sdk import AttentionRule, ConditionSet, Request
-from smg_sdk.attention.masks import JointAttentionMask
-from smg_sdk.errors import AttentionRuleError
-from smg_sdk.plans import as_layout, plans_for_rows
+from smg_sdk import (
+    AttentionRule,
+    AttentionRuleError,
+    ConditionSet,
+    JointAttentionMask,
+    Request,
+    as_layout,
+    plans_for_rows,
+)
 
 MODES = ("hard", "soft")
 """How tokens in another subject's cells treat a reference: blocked, or a negative bias."""

@@ -35,10 +35,7 @@ import re
 
 import torch
 
-from smg_sdk import Plan
-from smg_sdk.types import PLACEHOLDER
-from smg_sdk.errors import PlanError
-from smg_sdk.plans import as_layout, check_layout_subjects, layout_text
+from smg_sdk import PLACEHOLDER, Plan, PlanError, as_layout, check_layout_subjects, layout_text
 
 TAGS = ("<cot>", "</cot>", "<layout>", "</layout>")
 _ROW = re.compile(r"\d+(?:[ \t]+\d+)*")

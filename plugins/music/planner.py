@@ -21,8 +21,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from smg_sdk import Plan, Planner, Request
-from smg_sdk.errors import SMGError
+from smg_sdk import Plan, Planner, Request, SMGError
 
 from .heuristic import HeuristicPlanner
 from .plan_format import PlanFormatError, parse_plan
@@ -116,7 +115,7 @@ class MusicPlanner(Planner):
     def model_path(self) -> str:
         if self.config.model_path is not None:
             return str(self.config.model_path)
-        from smg_sdk.presets.tiny import tiny_qwen_vl_path
+        from smg_sdk import tiny_qwen_vl_path
 
         return str(tiny_qwen_vl_path())
 
@@ -124,7 +123,7 @@ class MusicPlanner(Planner):
     def mllm(self):
         """The MLLM (loaded on first use; shared with other components unless an adapter is set)."""
         if self._mllm is None:
-            from smg_sdk.mllm import load_mllm
+            from smg_sdk import load_mllm
 
             private = self.config.adapter_path is not None  # an adapter must not leak into a shared model
             mllm = load_mllm(

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from smg_sdk import SubjectPipeline
-from smg_sdk.plugins import get_registry
+from smg_sdk import SubjectPipeline, get_registry
 
 
 def music_tiny(planner: str = "music", layout_mode: str = "hard", reference_mode: str = "concat",

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import re
 
-from smg_sdk import Request
-from smg_sdk.types import PLACEHOLDER
+from smg_sdk import PLACEHOLDER, Request
 
 from .plan_format import format_spec
 

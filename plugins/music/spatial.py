@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from smg_sdk.types import PLACEHOLDER
+from smg_sdk import PLACEHOLDER
 
 LEFT, ABOVE, FRONT, NEAR = "left", "above", "front", "near"
 

@@ -27,12 +27,19 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from smg_sdk import Request
-from smg_sdk.atomic import atomic_folder
-from smg_sdk.errors import ModelLoadError, SMGError
-from smg_sdk.training import LoopConfig, TrainingLoop, TrainResult
-from smg_sdk.training.checkpoint import PATTERN
-from smg_sdk.training.loop import RESUME_MAY_CHANGE, sample_index, sample_rng
+from smg_sdk import (
+    LoopConfig,
+    ModelLoadError,
+    RESUME_MAY_CHANGE,
+    Request,
+    SMGError,
+    TrainResult,
+    TrainingLoop,
+    atomic_folder,
+    is_training_output,
+    sample_index,
+    sample_rng,
+)
 
 from .data import MusicSample, decimate
 from .plan_format import format_plan
@@ -72,7 +79,7 @@ class PlannerTrainingConfig:
 
 
 def _is_training_output(folder: Path) -> bool:
-    return any(PATTERN.match(p.name) or p.name == "adapter" for p in folder.iterdir())
+    return is_training_output(folder) or (folder / "adapter").exists()
 
 
 def _is_adapter(folder: Path) -> bool:
@@ -237,10 +244,10 @@ def train_planner(
 
     Use the result with ``MusicPlanner(model_path=..., adapter_path=f"{output_dir}/adapter")``.
     """
-    from smg_sdk.mllm import load_mllm
+    from smg_sdk import load_mllm
 
     if model_path is None:
-        from smg_sdk.presets.tiny import tiny_qwen_vl_path
+        from smg_sdk import tiny_qwen_vl_path
 
         model_path = str(tiny_qwen_vl_path())
     mllm = load_mllm(model_path, trust_remote_code=trust_remote_code, reuse=False)

@@ -20,10 +20,7 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
-from smg_sdk import Plan, Request, Verifier
-from smg_sdk.errors import SMGError
-from smg_sdk.eval.clip import ClipEmbedder
-from smg_sdk.interfaces import SceneJudge
+from smg_sdk import ClipEmbedder, Plan, Request, SMGError, SceneJudge, Verifier
 
 
 class ClipTextVerifier(Verifier):
@@ -115,8 +112,7 @@ class JudgeVerifier(Verifier):
 
 def _registered_judge(name: str, options: dict[str, Any] | None) -> SceneJudge:
     """Build the judge a plugin registered as ``name`` (never an import path)."""
-    from smg_sdk.plugins import get_registry
-    from smg_sdk.plugins.registry import is_valid_name
+    from smg_sdk import get_registry, is_valid_name
 
     if not is_valid_name(name):
         raise SMGError(

@@ -14,8 +14,7 @@ from typing import Any
 
 import torch
 
-from smg_sdk import ConditionEncoder, ConditionError, ConditionSet, ConditionStream, Request, StreamSpec
-from smg_sdk.types import PLACEHOLDER
+from smg_sdk import ConditionEncoder, ConditionError, ConditionSet, ConditionStream, PLACEHOLDER, Request, StreamSpec
 
 from .streams import RAW_STREAM
 
@@ -64,11 +63,11 @@ class MLLMConditionEncoder(ConditionEncoder):
     @property
     def mllm(self):
         if self._mllm is None:
-            from smg_sdk.mllm import load_mllm
+            from smg_sdk import load_mllm
 
             path = self.model
             if path == "tiny":
-                from smg_sdk.presets.tiny import tiny_qwen_vl_path
+                from smg_sdk import tiny_qwen_vl_path
 
                 path = tiny_qwen_vl_path()
             self._mllm = load_mllm(path, trust_remote_code=self.trust_remote_code)

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import torch
 
-from smg_sdk import SubjectPipeline
-from smg_sdk.plugins import get_registry
+from smg_sdk import SubjectPipeline, get_registry
 
 IDENTITY_ADAPTER = "squeeze-identity"
 WEIGHTS = Path(__file__).parent / "weights"

@@ -12,15 +12,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
-from smg_sdk import SMGError, SubjectPipeline
-from smg_sdk.interfaces import component_name
-from smg_sdk.training import (
+from smg_sdk import (
     FlowMatchingTrainer,
+    SMGError,
+    SubjectPipeline,
+    TrainResult,
     TrainerConfig,
     TrainerHook,
     TrainingSample,
-    TrainResult,
-    adapter_parameters,
+    component_name,
     module_parameters,
 )
 
@@ -91,7 +91,7 @@ def train_stage2(pipe: SubjectPipeline, dataset: Sequence[TrainingSample], plan:
                        "use vae-reference with adapter='squeeze-identity' (the squeeze-tiny preset does).")
     trainable = module_parameters("aggregator", _aggregator(pipe))
     for name in adapters:
-        trainable.update(adapter_parameters(pipe.backend.transformer, name))
+        trainable.update(pipe.backend.adapter_parameters(name))
     stage2 = SubjectPipeline(pipe.backend, pipe.encoders, pipe.aggregators, pipe.rules, None, defaults=pipe.defaults)
     trainer = FlowMatchingTrainer(stage2, trainable, dataset, plan.config(2), hooks)
     return trainer.train(resume=resume)

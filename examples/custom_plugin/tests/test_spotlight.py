@@ -10,9 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from smg_sdk import Subject, SubjectPipeline
-from smg_sdk.attention import JointAttentionMask, JointLayout
-from smg_sdk.plugins import get_registry, list_plugins
+from smg_sdk import JointAttentionMask, JointLayout, Subject, SubjectPipeline, get_registry, list_plugins
 from smg_sdk.testing import check_aggregator, check_rule
 from smg_spotlight.spotlight import centre_box
 
