@@ -84,15 +84,19 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = sorted(
-    [
-        "Aggregator", "AttentionRule", "AttentionRuleError", "BackendError", "BatchRecord", "CompositionError",
-        "ConditionEncoder", "ConditionError", "ConditionSet", "ConditionStream", "ConfigError", "DataError",
-        "DataLookupError", "DenoisingSchedule", "JointAttentionMask", "JointLayout", "ModelLoadError", "PLACEHOLDER",
-        "Plan", "PlanError", "PipelineOutput", "Planner", "PluginError", "RegistryError", "Request", "RequestError",
-        "SMGError", "ScheduleError", "SceneJudge", "StreamSpec", "Subject", "TokenGroup", "Verifier",
-        "WeightsMismatchError", "as_layout", "check_composition", "check_layout_subjects", "component_config",
-        "component_name", "hookimpl", "layout_text", "plans_for_rows", "subject_char_spans", "tokens_in_spans",
-    ]
-    + list(_LAZY)
-)
+__all__ = [
+    "Aggregator", "AttentionPass", "AttentionRule", "AttentionRuleError", "Backend", "BackendError",
+    "BatchRecord", "CachedReferenceOptions", "ClipEmbedder", "CompositionError", "ConditionEncoder",
+    "ConditionError", "ConditionSet", "ConditionStream", "ConfigError", "DataError", "DataLookupError",
+    "DenoisingSchedule", "FlowMatchingTrainer", "FluxBackend", "JointAttentionMask", "JointLayout",
+    "LoopConfig", "ModelLoadError", "PLACEHOLDER", "PipelineOutput", "Plan", "PlanError", "Planner",
+    "PluginError", "RESUME_MAY_CHANGE", "RegistryError", "Request", "RequestError", "SMGError", "SampleResult",
+    "SamplingCall", "SceneJudge", "ScheduleError", "StreamSpec", "Subject", "SubjectPipeline", "TINY_DEFAULTS",
+    "TokenGroup", "TrainResult", "TrainerConfig", "TrainerHook", "TrainingLoop", "TrainingSample", "Verifier",
+    "WeightsMismatchError", "adapter_parameters", "as_layout", "atomic_folder", "build_attention_pass",
+    "check_composition", "check_layout_subjects", "check_output_folder", "component_config", "component_name",
+    "get_registry", "hookimpl", "is_training_output", "is_valid_name", "layout_text", "list_plugins",
+    "load_mllm", "module_parameters", "plans_for_rows", "prepare_sampling", "sample_index", "sample_rng",
+    "subject_char_spans", "tiny_clip_path", "tiny_flux_path", "tiny_qwen_vl_path", "tiny_redux_path",
+    "tiny_siglip_path", "tokens_in_spans",
+]

@@ -41,6 +41,7 @@ def _violations(path: Path) -> list[str]:
 def test_every_exported_name_resolves():
     missing = [name for name in smg_sdk.__all__ if not hasattr(smg_sdk, name)]
     assert not missing and len(set(smg_sdk.__all__)) == len(smg_sdk.__all__)
+    assert set(smg_sdk._LAZY) <= set(smg_sdk.__all__)  # every lazily loaded name is also declared
 
 
 @pytest.mark.parametrize("path", _plugin_files(), ids=lambda p: p.relative_to(ROOT).as_posix())

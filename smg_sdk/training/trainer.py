@@ -31,7 +31,7 @@ from ..types import Request
 from .data import TrainingSample
 from .distributed import broadcast_parameters, shard_indices
 from .loop import LoopConfig, TrainingLoop, sample_index, sample_rng, step_seed
-from .loop import RESUME_MAY_CHANGE, TrainResult, is_training_output  # noqa: F401 - their home before loop.py
+from .loop import RESUME_MAY_CHANGE, TrainResult  # noqa: F401 - their home before loop.py
 
 _seed = step_seed  # the name callers (and tests) used before loop.py
 
