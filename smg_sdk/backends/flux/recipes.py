@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 
 from ...errors import ConfigError
+from ...training.loop import append_history
 
 RECIPES = ("vae", "base", "reference-lora")
 
@@ -99,7 +100,7 @@ def run_base(options: RecipeOptions, log: Callable[[str], None] = print) -> Path
     pipe = tiny_pipeline(backend)  # requests without subjects use only its text encoder
     evaluate = (lambda step: _world_eval(pipe, options, (1, 2), text_only=True)) if options.eval_samples else None
     result = pretrain(backend, config, evaluate=evaluate, eval_every=options.eval_every or 250, log=log)
-    _write_history(Path(options.out), result.losses, result.evaluations)
+    append_history(Path(options.out) / "history.json", result.losses, result.evaluations)
     return _write_flux_folder(backend, start, Path(options.out) / "flux")
 
 
@@ -119,26 +120,12 @@ def _write_flux_folder(backend, start: Path, folder: Path) -> Path:
     return folder
 
 
-def _write_history(out: Path, losses: list[float], evaluations: list[dict]) -> None:
-    """Append this run's losses and evaluation lines to ``OUT/history.json`` (curves survive resumes)."""
-    import json
-
-    file = out / "history.json"
-    history = json.loads(file.read_text()) if file.is_file() else {"losses": [], "evaluations": []}
-    history["losses"] += losses
-    history["evaluations"] += evaluations
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(history))
-    tmp.replace(file)
-
-
 def run_reference_lora(options: RecipeOptions, log: Callable[[str], None] = print) -> Path:
     """Stage 1; returns ``OUT/adapter/pytorch_lora_weights.safetensors`` (the LoRA in diffusers' format)."""
     from .plugin import tiny_pipeline
     from ...data.subjectworld import SubjectWorld
     from ...presets.tiny import SUBJECT_ADAPTER, tiny_flux_path
-    from ...training.trainer import FlowMatchingTrainer, TrainerConfig, TrainerHook, adapter_parameters
+    from ...training.trainer import FlowMatchingTrainer, TrainerConfig
 
     backend = _load_backend(options.start_from or tiny_flux_path(), options.vae)
     torch.manual_seed(options.seed)  # LoRA A's initial values: the same run gives the same adapter
@@ -151,25 +138,12 @@ def run_reference_lora(options: RecipeOptions, log: Callable[[str], None] = prin
                            seed=options.seed,
                            height=128, width=128, guidance_scale=3.5, checkpoint_every=100,
                            progress=options.progress, cache_encodings=True)
-    evaluations: list[dict] = []
-    recent: list[float] = []
-
-    class EvalHook(TrainerHook):
-        def on_step_end(self, step: int, loss: float) -> None:
-            recent[:] = (recent + [loss])[-50:]
-            due = options.eval_samples and (step + 1) % (options.eval_every or 250) == 0
-            if due and trainer.accelerator.is_main_process:
-                line = {"step": step + 1, "loss": sum(recent) / len(recent),  # the 50-step mean, as stage 0 logs
-                        **_world_eval(pipe, options, (1, 2), text_only=False)}
-                evaluations.append(line)
-                log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in line.items()))
-
-    trainer = FlowMatchingTrainer(pipe, adapter_parameters(backend.transformer, SUBJECT_ADAPTER), data, config,
-                                  hooks=[EvalHook()])
-    result = trainer.train(resume=True, budget_minutes=options.budget_minutes)
+    trainer = FlowMatchingTrainer(pipe, backend.adapter_parameters(SUBJECT_ADAPTER), data, config)
+    evaluate = (lambda step: _world_eval(pipe, options, (1, 2), text_only=False)) if options.eval_samples else None
+    trainer.train(resume=True, budget_minutes=options.budget_minutes, evaluate=evaluate,
+                  eval_every=options.eval_every or 250, log=log, history_file=str(Path(options.out) / "history.json"))
     if not trainer.accelerator.is_main_process:  # under accelerate launch, one process writes
         return Path(options.out) / "adapter" / "pytorch_lora_weights.safetensors"
-    _write_history(Path(options.out), result.losses, evaluations)
     return backend.save_adapter(SUBJECT_ADAPTER, Path(options.out) / "adapter")
 
 
