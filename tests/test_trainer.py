@@ -11,6 +11,7 @@ from conftest import make_image
 from smg_sdk import Subject
 from smg_sdk.backends.flux import FluxBackend
 from smg_sdk.backends.flux.encoders import FluxTextEncoder, VAEReferenceEncoder
+from smg_sdk.errors import RequestError
 from smg_sdk.pipeline import SubjectPipeline
 from smg_sdk.training import FlowMatchingTrainer, TrainerConfig, TrainerHook, TrainingSample, adapter_parameters
 
@@ -133,3 +134,27 @@ def test_cached_encodings_refuse_sample_changing_hooks(tiny_path, tmp_path):
         pipe = SubjectPipeline(backend, [FluxTextEncoder(), VAEReferenceEncoder(adapter="subject")])
         config = TrainerConfig(output_dir=str(tmp_path), cache_encodings=True, progress=False)
         FlowMatchingTrainer(pipe, adapter_parameters(backend.transformer, "subject"), dataset(), config, [Flip()])
+
+
+def test_loss_weights_weigh_tokens(tiny_path, tmp_path):
+    """Uniform weights give the plain loss; weight on one half gives that half's loss alone."""
+    import dataclasses
+
+    import numpy as np
+
+    trainer = make_trainer(tiny_path, tmp_path / "run")
+    sample = dataset()[0]
+    rows, cols = trainer.backend.token_grid(trainer.config.height, trainer.config.width)
+
+    def loss(weights):
+        weighted = dataclasses.replace(sample, loss_weights=weights) if weights is not None else sample
+        return trainer.sample_loss(weighted, torch.Generator().manual_seed(3)).item()
+
+    plain = loss(None)
+    assert abs(loss(np.full((4, 4), 7.0)) - plain) < 1e-5 * plain
+    top, bottom = np.ones((2, 1)) * [[1], [0]], np.ones((2, 1)) * [[0], [1]]
+    top_loss, bottom_loss = loss(top), loss(bottom)
+    assert abs((top_loss + bottom_loss) / 2 - plain) < 1e-4 * plain  # halves of equal size average to the whole
+    assert abs(top_loss - bottom_loss) > 1e-3 * plain
+    with pytest.raises(RequestError, match="loss_weights"):
+        dataclasses.replace(sample, loss_weights=np.zeros((2, 2)))

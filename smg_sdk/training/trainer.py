@@ -125,6 +125,19 @@ def adapter_parameters(transformer: nn.Module, adapter: str) -> dict[str, nn.Par
     return params
 
 
+def _token_weights(grid: np.ndarray, token_grid: tuple[int, int]) -> torch.Tensor:
+    """A sample's ``loss_weights`` grid averaged onto the ``(rows, cols)`` token grid, flattened row-major ``(1, L)``."""
+    tensor = torch.as_tensor(grid, dtype=torch.float32)[None, None]
+    return torch.nn.functional.adaptive_avg_pool2d(tensor, token_grid).reshape(1, -1)
+
+
+def _stack_weights(weights: list[torch.Tensor | None], x0: torch.Tensor) -> torch.Tensor | None:
+    """Rows' token weights ``(B, L)`` (uniform for a row without any), or None when no row has weights."""
+    if all(w is None for w in weights):
+        return None
+    return torch.cat([torch.ones(1, x0.shape[1]) if w is None else w for w in weights])
+
+
 def _structure_groups(conditions: Sequence[Any]) -> list[list[int]]:
     """Indices of ``conditions`` grouped by stackable structure (any order; see ``candidates.can_stack``)."""
     from ..candidates import can_stack
@@ -223,22 +236,27 @@ class FlowMatchingTrainer:
         return noise, sigma.to(x0.device, x0.dtype)
 
     def _rows_loss(self, request: Request, conditions, x0: torch.Tensor, noise: torch.Tensor,
-                   sigmas: torch.Tensor) -> torch.Tensor:
+                   sigmas: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         """Per-row flow-matching MSE ``(B,)`` of packed targets ``x0`` (B, L, C) at levels ``sigmas`` (B,).
 
-        ``request`` is what the pipeline's attention rules see (rows share one only without rules)."""
+        ``request`` is what the pipeline's attention rules see (rows share one only without rules).
+        ``weights`` ``(B, L)`` weigh each token's squared error (a weighted mean); None = plain mean."""
         cfg = self.config
         noisy = (1 - sigmas[:, None, None]) * x0 + sigmas[:, None, None] * noise
         attention = build_attention_pass(conditions, noisy.shape[1], self.pipeline.rules, request)
         pred = self.backend.velocity(attention, noisy, sigmas, height=cfg.height, width=cfg.width,
                                      guidance_scale=cfg.guidance_scale)
-        return ((pred.float() - (noise - x0).float()) ** 2).mean(dim=(1, 2))
+        errors = (pred.float() - (noise - x0).float()) ** 2
+        if weights is None:
+            return errors.mean(dim=(1, 2))
+        weights = weights.to(errors)
+        return (errors.mean(dim=2) * weights).sum(dim=1) / weights.sum(dim=1)
 
     def sample_loss(self, sample: TrainingSample, generator: torch.Generator) -> torch.Tensor:
         """Flow-matching loss of one sample with noise and level drawn from ``generator``."""
-        request, conditions, x0 = self._encode_sample(sample)
+        request, conditions, x0, weights = self._encode_sample(sample)
         noise, sigma = self._noise(x0, generator)
-        return self._rows_loss(request, conditions, x0, noise, sigma)[0]
+        return self._rows_loss(request, conditions, x0, noise, sigma, weights)[0]
 
     def batch_loss(self, step: int) -> torch.Tensor:
         """Mean loss of the step's samples; samples whose conditions stack run as one transformer batch.
@@ -254,7 +272,7 @@ class FlowMatchingTrainer:
         cfg = self.config
         indices = shard_indices(cfg.batch_size, self.accelerator.process_index, self.accelerator.num_processes)
         encoded = [self._encoding(step, i) for i in indices]
-        requests, conditions, targets = (list(column) for column in zip(*encoded))
+        requests, conditions, targets, weights = (list(column) for column in zip(*encoded))
         drawn = [self._noise(t, torch.Generator().manual_seed(_seed(cfg.seed, step, i, 2)))
                  for i, t in zip(indices, targets)]
         groups = [[i] for i in range(len(encoded))] if self.pipeline.rules else _structure_groups(conditions)
@@ -263,12 +281,13 @@ class FlowMatchingTrainer:
             x0 = torch.cat([targets[i] for i in group])
             noise = torch.cat([drawn[i][0] for i in group])
             sigmas = torch.cat([drawn[i][1] for i in group])
-            rows = self._rows_loss(requests[group[0]], stack([conditions[i] for i in group]), x0, noise, sigmas)
+            rows = self._rows_loss(requests[group[0]], stack([conditions[i] for i in group]), x0, noise, sigmas,
+                                   _stack_weights([weights[i] for i in group], x0))
             total = total + rows.sum()
         return total / cfg.batch_size
 
-    def _encoding(self, step: int, index: int) -> tuple[Request, Any, torch.Tensor]:
-        """(request, conditions, packed target latents (1, L, C)) of the sample at ``(step, index)``."""
+    def _encoding(self, step: int, index: int) -> tuple[Request, Any, torch.Tensor, torch.Tensor | None]:
+        """(request, conditions, packed target latents (1, L, C), token weights (1, L) or None) at ``(step, index)``."""
         row = self.dataset_index(step, index)
         if row in self._encoded:
             return self._encoded[row]
@@ -277,11 +296,14 @@ class FlowMatchingTrainer:
             self._encoded[row] = encoded
         return encoded
 
-    def _encode_sample(self, sample: TrainingSample) -> tuple[Request, Any, torch.Tensor]:
-        """The sample's request, its conditions through the pipeline, and its packed target latents (1, L, C)."""
+    def _encode_sample(self, sample: TrainingSample) -> tuple[Request, Any, torch.Tensor, torch.Tensor | None]:
+        """The sample's request, its conditions, its packed target latents (1, L, C) and token weights (1, L)."""
         request = self._request(sample)
         x0 = self.backend.encode_images([sample.target], self.config.height, self.config.width)[0].tokens
-        return request, self.pipeline.encode(request), x0
+        weights = None
+        if sample.loss_weights is not None:
+            weights = _token_weights(sample.loss_weights, self.backend.token_grid(self.config.height, self.config.width))
+        return request, self.pipeline.encode(request), x0, weights
 
     @torch.no_grad()
     def evaluate(self, samples: Sequence[TrainingSample], seed: int = 1234) -> float:

@@ -18,12 +18,14 @@ writes atomic checkpoints; a rerun with ``resume`` continues bit-identically.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Sequence
 from typing import Callable
 
+import numpy as np
 import torch
 
 from ...errors import ConfigError
@@ -50,6 +52,7 @@ class RecipeOptions:
     subjects: tuple[int, ...] | None = None
     learning_rate: float | None = None
     lr_schedule: str | None = None
+    subject_weight: float | None = None
 
 
 def _eval_steps() -> int:
@@ -132,7 +135,7 @@ def run_reference_lora(options: RecipeOptions, log: Callable[[str], None] = prin
     backend.add_stream_adapter(SUBJECT_ADAPTER, rank=16)
     pipe = tiny_pipeline(backend, adapter=SUBJECT_ADAPTER)
     world = SubjectWorld("train", "reference", options.seed, subjects=options.subjects or (1, 2))
-    data = _LazySamples(world, options.pool_size or 4096)  # encoded once each (cache_encodings)
+    data = _LazySamples(world, options.pool_size or 4096, options.subject_weight)  # encoded once each
     config = TrainerConfig(str(Path(options.out) / "checkpoints"), max_steps=options.steps or 1500,
                            batch_size=options.batch_size or 8, learning_rate=options.learning_rate or 1e-3,
                            seed=options.seed,
@@ -148,16 +151,24 @@ def run_reference_lora(options: RecipeOptions, log: Callable[[str], None] = prin
 
 
 class _LazySamples(Sequence):
-    """A sequence view of SubjectWorld as TrainingSamples (rendered on access)."""
+    """A sequence view of SubjectWorld as TrainingSamples (rendered on access).
 
-    def __init__(self, world, length: int):
-        self.world, self.length = world, length
+    With ``subject_weight`` W, a sample's loss weighs the tokens of its subjects' layout cells
+    ``1 + W`` and the rest 1 (the layout is SubjectWorld's exact 8 x 8 grid of subject ids).
+    """
+
+    def __init__(self, world, length: int, subject_weight: float | None = None):
+        self.world, self.length, self.subject_weight = world, length, subject_weight
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int):
-        return self.world[index].training_sample()
+        sample = self.world[index].training_sample()
+        if self.subject_weight:
+            weights = 1.0 + self.subject_weight * (np.asarray(sample.extras["layout"]) > 0)
+            sample = dataclasses.replace(sample, loss_weights=weights)
+        return sample
 
 
 def run_recipe(recipe: str, options: RecipeOptions, log: Callable[[str], None] = print) -> Path:
