@@ -217,22 +217,26 @@ class _Interrupts:
 
     While plugins load (in the main thread), SIGINT goes through a handler that records it
     before raising as usual; an interrupt without that record came from plugin code. Where
-    the handler cannot be installed, every interrupt counts as the user's.
+    SIGINT is ignored (a background job), no interrupt can be the user's; where the handler
+    cannot be installed otherwise, every interrupt counts as the user's.
     """
 
     def __init__(self) -> None:
         self.seen = False
+        self.ignored = False
         self._previous: Any = None
 
     def __enter__(self) -> "_Interrupts":
         main = threading.current_thread() is threading.main_thread()
-        if main and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        current = signal.getsignal(signal.SIGINT)
+        self.ignored = current is signal.SIG_IGN
+        if main and current is signal.default_int_handler:
             self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
 
     def from_user(self) -> bool:
         """Whether a KeyboardInterrupt seen inside the block may have come from the user."""
-        return self.seen or self._previous is None
+        return self.seen or (self._previous is None and not self.ignored)
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.seen = True
