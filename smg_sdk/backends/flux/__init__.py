@@ -13,6 +13,15 @@
 - :mod:`.plugin`: the registrations (``flux``, ``flux-text``, ``vae-reference``, ``tiny``).
 """
 
-from .backend import FluxBackend, ImageEncoding, PromptEncoding
+
+import importlib
 
 __all__ = ["FluxBackend", "ImageEncoding", "PromptEncoding"]
+
+
+def __getattr__(name: str):
+    """``FluxBackend`` and its encodings load diffusers: only when first used, not when a
+    sibling module (the registrations in :mod:`.plugin`, say) is imported."""
+    if name in __all__:
+        return getattr(importlib.import_module(".backend", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
