@@ -57,10 +57,6 @@ class SampleResult:
     reference_passes: int = 0
 
 
-DenoiseResult = SampleResult
-"""The name this result had before the typed sampling call (kept for callers of ``FluxBackend.denoise``)."""
-
-
 @dataclass
 class SamplingCall:
     """One run of the sampler over a batch of ``B`` condition sets.
@@ -84,10 +80,6 @@ class SamplingCall:
     callback: StepCallback | None = None
     progress: bool = True
     cached: CachedReferenceOptions = field(default_factory=CachedReferenceOptions)
-
-    @property
-    def batch_size(self) -> int:
-        return int(self.positive.mask.allowed.shape[0])
 
     def sigmas(self) -> list[float] | None:
         """The schedule's custom sigmas (before the backend's resolution shift), or None for the default."""

@@ -76,15 +76,15 @@ def build_attention_pass(
     isolate_independent_streams(mask, conditions)
     for rule in rules:
         rule.apply(mask, conditions, request)
+    attention = AttentionPass(conditions, layout, mask, {})
     # One token mask per adapter: streams sharing an adapter (several references with one
     # LoRA) are OR-ed, since each routed mask multiplies the adapter's output.
-    adapter_queries: dict[str, torch.Tensor] = {}
-    for stream in conditions.text + [s for s in conditions.references if s.mode == "concat"]:
+    for stream in conditions.text + attention.concat_streams:
         if stream.adapter is not None:
             tokens = layout.query_mask(stream.name)
-            known = adapter_queries.get(stream.adapter)
-            adapter_queries[stream.adapter] = tokens if known is None else known | tokens
-    return AttentionPass(conditions, layout, mask, adapter_queries)
+            known = attention.adapter_queries.get(stream.adapter)
+            attention.adapter_queries[stream.adapter] = tokens if known is None else known | tokens
+    return attention
 
 
 def step_weights(

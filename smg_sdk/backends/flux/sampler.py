@@ -268,9 +268,7 @@ def predict_velocity(
     batch = check_streams(backend, attention.conditions)
     rows, cols = backend.token_grid(height, width)
     inputs = _inputs(backend, attention)
-    guidance = None
-    if backend.transformer.config.guidance_embeds:
-        guidance = torch.full([batch], guidance_scale, device=backend.device, dtype=torch.float32)
+    guidance = _guidance(backend, guidance_scale, batch)
     zero = torch.zeros(batch, device=backend.device, dtype=backend.dtype)
     pooled = attention.conditions.pooled.to(backend.device, backend.dtype)
     cache = {s.name: _record(backend, s, zero, guidance, pooled) for s in attention.cached_streams}
