@@ -149,3 +149,29 @@ def test_pretraining_resumes_bit_identically_after_sigkill(tmp_path):
     for name in ("transformer", "text_encoder_2"):
         a, b = getattr(straight, name).state_dict(), getattr(resumed, name).state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_subject_weighted_pretraining_loss(tmp_path):
+    import dataclasses
+
+    import pytest
+
+    from smg_sdk.backends.flux.pretrain import PretrainConfig, encode_pool, flow_loss
+    from smg_sdk.errors import ConfigError
+
+    plain = PretrainConfig(str(tmp_path), batch_size=2, pool_size=4, progress=False, side=64, subjects=(1,))
+    weighted = dataclasses.replace(plain, subject_weight=4.0)
+    backend = _backend()
+    pool = encode_pool(backend, plain)
+    assert pool.subject_cells.shape == (4, 16) and pool.subject_cells.any(dim=1).all()  # every scene has a subject
+    assert not pool.subject_cells.all()  # and background
+    with torch.no_grad():
+        base = flow_loss(backend, pool, plain, 0)
+        uniform = [flow_loss(backend, dataclasses.replace(pool, subject_cells=torch.full_like(pool.subject_cells, v)),
+                             weighted, 0) for v in (True, False)]
+        focused = flow_loss(backend, pool, weighted, 0)
+    assert all(torch.allclose(u, base, rtol=1e-5) for u in uniform)  # uniform weights: the plain mean
+    assert not torch.allclose(focused, base, rtol=1e-3)
+    assert "subject_weight" not in plain.run_config() and weighted.run_config()["subject_weight"] == 4.0
+    with pytest.raises(ConfigError, match="subject_weight"):
+        PretrainConfig(str(tmp_path), subject_weight=-1)

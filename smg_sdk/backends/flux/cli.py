@@ -77,7 +77,7 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr-schedule", choices=("constant", "cosine"), default=None,
                    help="base: constant after warm-up (default), or a cosine to 0 at --steps")
     p.add_argument("--subject-weight", type=float, default=None,
-                   help="reference-lora: extra loss weight on the subjects' tokens (the loss weighs them 1 + W; "
+                   help="base, reference-lora: extra loss weight on the subjects' tokens (the loss weighs them 1 + W; "
                         "default 0, a plain mean)")
     p.add_argument("--eval-samples", type=int, default=8, help="held-out requests per evaluation (0: none)")
     p.add_argument("--eval-every", type=int, default=None, help="steps between evaluation lines")

@@ -60,6 +60,8 @@ class PretrainConfig:
     checkpoint_every: int = 250
     budget_minutes: float | None = None
     max_grad_norm: float = 1.0
+    subject_weight: float = 0.0
+    """The loss weighs the tokens of the subjects' layout cells ``1 + subject_weight`` (0: a plain mean)."""
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -77,6 +79,8 @@ class PretrainConfig:
             raise ConfigError(f"PretrainConfig.lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}.")
         if self.budget_minutes is not None and not self.budget_minutes > 0:
             raise ConfigError(f"PretrainConfig.budget_minutes must be > 0 or None, got {self.budget_minutes!r}.")
+        if not isinstance(self.subject_weight, (int, float)) or not 0 <= self.subject_weight <= 100:
+            raise ConfigError(f"PretrainConfig.subject_weight must be in [0, 100], got {self.subject_weight!r}.")
         self.guidance_range = tuple(float(g) for g in self.guidance_range)
         self.subjects = tuple(int(k) for k in self.subjects)
         if not self.subjects or any(not 1 <= k <= 6 for k in self.subjects):
@@ -93,6 +97,8 @@ class PretrainConfig:
             data.pop("lr_schedule")
         else:
             data["max_steps"] = self.max_steps  # the cosine's length is part of the run
+        if not data["subject_weight"]:  # a plain mean, as before it was an option: old checkpoints resume
+            data.pop("subject_weight")
         if data["subjects"] == [1, 2, 3, 4]:  # the default before it was an option: old checkpoints resume
             data.pop("subjects")
         return data
@@ -100,11 +106,16 @@ class PretrainConfig:
 
 @dataclass
 class LatentPool:
-    """Encoded training targets: packed latents ``(N, L, 4C)``, captions, CLIP pooled ``(N, P)``."""
+    """Encoded training targets: packed latents ``(N, L, 4C)``, captions, CLIP pooled ``(N, P)``.
+
+    ``subject_cells``: ``(N, L)`` bool, the tokens whose layout cell holds a subject (one token per
+    cell at 128 px), or None for a pool encoded without them.
+    """
 
     latents: torch.Tensor
     captions: list[str]
     pooled: torch.Tensor
+    subject_cells: torch.Tensor | None = None
 
 
 @torch.no_grad()
@@ -115,17 +126,25 @@ def encode_pool(backend: "FluxBackend", config: PretrainConfig, batch: int = 64)
 
     world = SubjectWorld("train", "caption", config.seed, subjects=config.subjects, side=config.side,
                          prior=config.prior)
-    latents, captions = [], []
+    latents, captions, cells = [], [], []
     bar = tqdm(total=config.pool_size, desc="encoding targets", disable=not config.progress)
     for start in range(0, config.pool_size, batch):
         samples = [world[i] for i in range(start, min(start + batch, config.pool_size))]
         encoded = normalised_latents(backend.vae, [s.target_pixels for s in samples], batch)
         latents.append(pack_latents(encoded).cpu())
         captions += [s.caption for s in samples]
+        cells += [_subject_cells(s.layout, latents[-1].shape[1]) for s in samples]
         bar.update(len(samples))
     bar.close()
     pooled = torch.cat([backend.encode_pooled(c).cpu() for c in captions])
-    return LatentPool(torch.cat(latents), captions, pooled)
+    return LatentPool(torch.cat(latents), captions, pooled, torch.stack(cells))
+
+
+def _subject_cells(layout: np.ndarray, tokens: int) -> torch.Tensor:
+    """``(L,)`` bool: the tokens over subject cells of an ``(8, 8)`` layout averaged onto the token grid."""
+    side = math.isqrt(tokens)
+    grid = torch.as_tensor(layout > 0, dtype=torch.float32)[None, None]
+    return (torch.nn.functional.adaptive_avg_pool2d(grid, (side, side)).reshape(-1) > 0)
 
 
 def _seed(*parts: int) -> int:
@@ -166,7 +185,13 @@ def flow_loss(backend: "FluxBackend", pool: LatentPool, config: PretrainConfig, 
         pooled_projections=pool.pooled[rows].to(backend.device, backend.dtype), encoder_hidden_states=text,
         txt_ids=text_ids(text.shape[1]).to(x0), img_ids=grid_ids(side, side).to(x0), return_dict=False,
     )[0]
-    return torch.nn.functional.mse_loss(pred.float(), (noise - x0).float())
+    error = (pred.float() - (noise - x0).float()).pow(2).mean(dim=-1)  # (B, L)
+    if not config.subject_weight:
+        return error.mean()
+    if pool.subject_cells is None:
+        raise ConfigError("PretrainConfig.subject_weight needs a pool with subject_cells; encode it with encode_pool.")
+    weights = 1.0 + config.subject_weight * pool.subject_cells[rows].to(error)
+    return (error * weights).sum() / weights.sum()
 
 
 def lr_factor(config: PretrainConfig, step: int) -> float:

@@ -97,7 +97,8 @@ def run_base(options: RecipeOptions, log: Callable[[str], None] = print) -> Path
                             **{k: v for k, v in (("max_steps", options.steps), ("batch_size", options.batch_size),
                                                  ("pool_size", options.pool_size), ("subjects", options.subjects),
                                                  ("learning_rate", options.learning_rate),
-                                                 ("lr_schedule", options.lr_schedule)) if v is not None})
+                                                 ("lr_schedule", options.lr_schedule),
+                                                 ("subject_weight", options.subject_weight)) if v is not None})
     from .plugin import tiny_pipeline
 
     pipe = tiny_pipeline(backend)  # requests without subjects use only its text encoder
