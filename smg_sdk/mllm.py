@@ -4,7 +4,7 @@ Two plugins need the same thing from an MLLM and may not import each other: Sque
 encoder pools the hidden states of every n-th layer per token, split into text and image
 tokens per subject; MUSIC's planner samples plans as text. Both get it from here:
 
-    mllm = load_mllm("/models/Qwen2.5-VL-7B-Instruct", torch_dtype=torch.bfloat16)
+    mllm = load_mllm("/models/Qwen2.5-VL-7B-Instruct", dtype=torch.bfloat16, device="cuda")
     inputs = mllm.build_inputs("<1> next to <2> on the beach", [img1, img2], image_size=448)
     states = mllm.hidden_states(inputs, layers=mllm.every_nth_layer(3))  # (3 x ..., 1, L, D)
     inputs.modality, inputs.subject, inputs.prefix_length                 # per-token metadata
@@ -12,7 +12,9 @@ tokens per subject; MUSIC's planner samples plans as text. Both get it from here
 
 One :class:`MLLM` holds one model and its processor and keeps no per-call state, so several
 components share one instance: :func:`load_mllm` returns the instance already loaded for the
-same folder and options while anyone still holds it (``reuse=False`` for a private copy).
+same folder and options while anyone still holds it (``reuse=False`` for a private copy); a
+call that names no dtype and no device gets the copy already loaded for that folder, however
+it was placed, so a component never loads a second copy of an MLLM the caller preloaded.
 
 Without torchvision (as on the project's machines), transformers 5 cannot build any Qwen-VL
 processor: ``Qwen2_5_VLProcessor`` always loads a video processor, and every video processor
@@ -120,6 +122,7 @@ _SHARED_LOCK = threading.Lock()
 def load_mllm(
     path: str | Path,
     *,
+    dtype: torch.dtype | str | None = None,
     torch_dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
     trust_remote_code: bool = False,
@@ -132,12 +135,17 @@ def load_mllm(
     with an already-populated Hugging Face cache, a repo id. Nothing is downloaded unless
     ``local_files_only=False``. The model class is ``AutoModelForImageTextToText``, else
     ``Qwen2_5_VLForConditionalGeneration``; remote code runs only if ``trust_remote_code``
-    is passed. With ``reuse`` (default), a second call with the same arguments returns the
-    same :class:`MLLM` while it is alive, so components share one copy of the weights.
-    Raises :class:`ModelLoadError` if there is no such folder or it holds no loadable model.
+    is passed. ``dtype`` (``torch_dtype`` is its older name) and ``device`` say how and where
+    the weights load. With ``reuse`` (default), a second call with the same arguments returns
+    the same :class:`MLLM` while it is alive, so components share one copy of the weights;
+    a call with neither ``dtype`` nor ``device`` returns any live copy of the same folder.
+    Raises :class:`ModelLoadError` if there is no such folder or it holds no loadable model,
+    or if both ``dtype`` and ``torch_dtype`` are given.
     """
     source = _check_source(path)
-    dtype = _resolve_dtype(torch_dtype)
+    if dtype is not None and torch_dtype is not None:
+        raise ModelLoadError("Pass dtype or torch_dtype (its older name), not both.")
+    dtype = _resolve_dtype(dtype if dtype is not None else torch_dtype)
     config = MLLMLoadConfig(
         path=source,
         torch_dtype=None if dtype is None else str(dtype).removeprefix("torch."),
@@ -146,7 +154,7 @@ def load_mllm(
         local_files_only=bool(local_files_only),
     )
     with _SHARED_LOCK:
-        if reuse and (shared := _SHARED.get(config)) is not None:
+        if reuse and (shared := _shared_copy(config, placed=dtype is not None or device is not None)) is not None:
             return shared
         model = _load_model(source, dtype, trust_remote_code, local_files_only)
         processor = load_processor(source, trust_remote_code=trust_remote_code, local_files_only=local_files_only)
@@ -156,6 +164,14 @@ def load_mllm(
         if reuse:
             _SHARED[config] = mllm
         return mllm
+
+
+def _shared_copy(config: MLLMLoadConfig, placed: bool) -> "MLLM | None":
+    """The live MLLM loaded with ``config``; unless ``placed``, any live copy of the same folder."""
+    if (shared := _SHARED.get(config)) is not None or placed:
+        return shared
+    same = replace(config, torch_dtype=None, device=None)
+    return next((m for key, m in list(_SHARED.items()) if replace(key, torch_dtype=None, device=None) == same), None)
 
 
 def _check_source(path: str | Path) -> str:
@@ -184,7 +200,7 @@ def _resolve_dtype(torch_dtype: torch.dtype | str | None) -> torch.dtype | None:
         return torch_dtype
     value = getattr(torch, str(torch_dtype).removeprefix("torch."), None)
     if not isinstance(value, torch.dtype):
-        raise ModelLoadError(f"Unknown torch_dtype {torch_dtype!r}; pass e.g. torch.bfloat16 or 'float32'.")
+        raise ModelLoadError(f"Unknown dtype {torch_dtype!r}; pass e.g. torch.bfloat16 or 'bfloat16'.")
     return value
 
 
