@@ -113,6 +113,8 @@ class MLLMLoadConfig:
     device: str | None = None
     trust_remote_code: bool = False
     local_files_only: bool = True
+    quantization: str | None = None
+    """The quantization config's JSON (``to_json_string()``), None for none."""
 
 
 _SHARED: weakref.WeakValueDictionary[MLLMLoadConfig, MLLM] = weakref.WeakValueDictionary()
@@ -128,6 +130,7 @@ def load_mllm(
     trust_remote_code: bool = False,
     local_files_only: bool = True,
     reuse: bool = True,
+    quantization_config: Any = None,
 ) -> MLLM:
     """Load an image-text model that returns hidden states, and its processor, from ``path``.
 
@@ -138,7 +141,9 @@ def load_mllm(
     is passed. ``dtype`` (``torch_dtype`` is its older name) and ``device`` say how and where
     the weights load. With ``reuse`` (default), a second call with the same arguments returns
     the same :class:`MLLM` while it is alive, so components share one copy of the weights;
-    a call with neither ``dtype`` nor ``device`` returns any live copy of the same folder.
+    a call with neither ``dtype``, ``device`` nor ``quantization_config`` returns any live copy
+    of the same folder. ``quantization_config`` (a transformers ``BitsAndBytesConfig``,
+    ``TorchAoConfig``...) goes to ``from_pretrained`` as it is; bitsandbytes needs a CUDA GPU.
     Raises :class:`ModelLoadError` if there is no such folder or it holds no loadable model,
     or if both ``dtype`` and ``torch_dtype`` are given.
     """
@@ -152,11 +157,13 @@ def load_mllm(
         device=None if device is None else str(torch.device(device)),
         trust_remote_code=bool(trust_remote_code),
         local_files_only=bool(local_files_only),
+        quantization=None if quantization_config is None else _quantization_key(quantization_config),
     )
+    placed = dtype is not None or device is not None or quantization_config is not None
     with _SHARED_LOCK:
-        if reuse and (shared := _shared_copy(config, placed=dtype is not None or device is not None)) is not None:
+        if reuse and (shared := _shared_copy(config, placed)) is not None:
             return shared
-        model = _load_model(source, dtype, trust_remote_code, local_files_only)
+        model = _load_model(source, dtype, trust_remote_code, local_files_only, quantization_config)
         processor = load_processor(source, trust_remote_code=trust_remote_code, local_files_only=local_files_only)
         if device is not None:
             model = model.to(device)
@@ -170,8 +177,15 @@ def _shared_copy(config: MLLMLoadConfig, placed: bool) -> "MLLM | None":
     """The live MLLM loaded with ``config``; unless ``placed``, any live copy of the same folder."""
     if (shared := _SHARED.get(config)) is not None or placed:
         return shared
-    same = replace(config, torch_dtype=None, device=None)
-    return next((m for key, m in list(_SHARED.items()) if replace(key, torch_dtype=None, device=None) == same), None)
+    def unplaced(key: MLLMLoadConfig) -> MLLMLoadConfig:
+        return replace(key, torch_dtype=None, device=None, quantization=None)
+
+    return next((m for key, m in list(_SHARED.items()) if unplaced(key) == unplaced(config)), None)
+
+
+def _quantization_key(quantization_config: Any) -> str:
+    to_json = getattr(quantization_config, "to_json_string", None)
+    return to_json() if callable(to_json) else repr(quantization_config)
 
 
 def _check_source(path: str | Path) -> str:
@@ -212,7 +226,8 @@ def _dtype_kwarg() -> str:
     return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
 
 
-def _load_model(source: str, dtype: torch.dtype | None, trust_remote_code: bool, local_files_only: bool):
+def _load_model(source: str, dtype: torch.dtype | None, trust_remote_code: bool, local_files_only: bool,
+                quantization_config: Any = None):
     """``AutoModelForImageTextToText``; for Qwen2-family configs it does not map (older
     transformers), ``Qwen2_5_VLForConditionalGeneration``."""
     from transformers import AutoModelForImageTextToText, PretrainedConfig, Qwen2_5_VLForConditionalGeneration
@@ -221,6 +236,8 @@ def _load_model(source: str, dtype: torch.dtype | None, trust_remote_code: bool,
                               "use_safetensors": True}  # never unpickle a folder's weights
     if dtype is not None:
         kwargs[_dtype_kwarg()] = dtype
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
     hint = "" if Path(source).is_dir() else " (not a local folder; is it in the Hugging Face cache?)"
     try:
         config, _ = PretrainedConfig.get_config_dict(source, local_files_only=local_files_only)

@@ -125,6 +125,6 @@ def aligngen(path: str, torch_dtype: str | None = None, device: str | None = Non
         raise ConditionError("The aligngen preset needs redux_path=... (a FLUX.1-Redux-dev folder as downloaded, or a "
                              "ReduxImageEncoder folder together with siglip_path=...).")
     dtype = getattr(torch, torch_dtype) if torch_dtype else None
-    backend = FluxBackend.from_pretrained(path, torch_dtype=dtype, device=device)
+    backend = FluxBackend.from_pretrained(path, dtype=dtype, device=device)
     defaults = {"height": 512, "width": 512, "num_inference_steps": 28, "guidance_scale": 3.5}
     return build_aligngen(backend, config, defaults)

@@ -85,7 +85,7 @@ def load_redux_models(siglip_path: str | Path | None, redux_path: str | Path, dt
                                                    dtype=dtype)
         processor = AutoImageProcessor.from_pretrained(str(folders.processor), local_files_only=True)
         redux = ReduxImageEncoder.from_pretrained(str(folders.embedder), local_files_only=True, use_safetensors=True,
-                                                  torch_dtype=dtype)
+                                                  dtype=dtype)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"Could not load SigLIP/Redux from {folders}: {exc}") from exc
     vision.eval().requires_grad_(False)
