@@ -114,3 +114,13 @@ def test_a_preloaded_mllm_is_used_not_loaded_again(tmp_path):
     assert encoder.mllm is preloaded
     with pytest.raises(Exception, match="dtype"):
         get_registry().build("encoder", "squeeze-mllm", dtype="bfloat17")
+
+
+def test_music_pipeline_plans_generates_and_verifies_in_bf16():
+    """The MLLM planner (short plans: the path, not the plan, is under test), layout rule, CLIP verifier."""
+    pipe = SubjectPipeline.from_preset("music-tiny", max_new_tokens=4, max_attempts=1)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(dtype=torch.bfloat16)
+    out = pipe("a photo of <1> on a beach", [RED], seed=0, num_inference_steps=2, height=64, width=64,
+               output_type="np", num_candidates=1)
+    assert np.isfinite(out.images).all() and all(np.isfinite(s) for s in out.scores)
