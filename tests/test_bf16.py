@@ -72,16 +72,18 @@ def test_squeeze_aggregators_follow_a_bf16_backend(squeeze, name):
     assert torch.allclose(out.float(), expected, atol=0.05, rtol=0.05)
 
 
+def _generates_with_bf16_backend_then_all_bf16(pipe: SubjectPipeline) -> None:
+    """Backend alone in bf16 (components as built), then the whole pipeline: both give finite images."""
+    for place in (pipe.backend.to, pipe.to):
+        place(dtype=torch.bfloat16)
+        out = pipe("a photo of <1> on a beach", [RED], seed=0, num_inference_steps=2, height=64, width=64,
+                   output_type="np")
+        assert np.isfinite(out.images).all()
+
+
 def test_squeeze_pipeline_generates_with_a_bf16_backend_then_all_bf16(squeeze):
-    squeeze.backend.to(dtype=torch.bfloat16)
     try:
-        out = squeeze("a photo of <1> on a beach", [RED], seed=0, num_inference_steps=2, height=64, width=64,
-                      output_type="np")
-        assert np.isfinite(out.images).all()
-        squeeze.to(dtype=torch.bfloat16)
-        out = squeeze("a photo of <1> on a beach", [RED], seed=0, num_inference_steps=2, height=64, width=64,
-                      output_type="np")
-        assert np.isfinite(out.images).all()
+        _generates_with_bf16_backend_then_all_bf16(squeeze)
     finally:
         squeeze.to(dtype=torch.float32)
 
@@ -89,14 +91,7 @@ def test_squeeze_pipeline_generates_with_a_bf16_backend_then_all_bf16(squeeze):
 def test_aligngen_pipeline_generates_with_a_bf16_backend_then_all_bf16():
     pipe = SubjectPipeline.from_preset("aligngen-tiny")
     pipe.set_progress_bar_config(disable=True)
-    pipe.backend.to(dtype=torch.bfloat16)
-    out = pipe("a photo of <1> on a beach", [RED], seed=0, num_inference_steps=2, height=64, width=64,
-               output_type="np")
-    assert np.isfinite(out.images).all()
-    pipe.to(dtype=torch.bfloat16)
-    out = pipe("a photo of <1> on a beach", [RED], seed=0, num_inference_steps=2, height=64, width=64,
-               output_type="np")
-    assert np.isfinite(out.images).all()
+    _generates_with_bf16_backend_then_all_bf16(pipe)
 
 
 def test_squeeze_mllm_encoder_loads_its_mllm_with_the_dtype_and_device_asked():
