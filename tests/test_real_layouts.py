@@ -25,16 +25,21 @@ def layouts(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("layouts")
 
 
+@pytest.fixture(scope="module")
+def flux_dev(layouts) -> Path:
+    return real_layouts.flux_dev(layouts)
+
+
 def _image(seed: int = 0) -> Image.Image:
     g = torch.Generator().manual_seed(seed)
     pixels = (torch.rand(64, 64, 3, generator=g) * 255).to(torch.uint8).numpy()
     return Image.fromarray(pixels)
 
 
-def test_flux_dev_sharded_layout_loads_like_the_tiny_folder(layouts):
+def test_flux_dev_sharded_layout_loads_like_the_tiny_folder(flux_dev):
     from smg_sdk import FluxBackend
 
-    folder = real_layouts.flux_dev(layouts)
+    folder = flux_dev
     assert not (folder / "tokenizer" / "tokenizer.json").exists()
     real = FluxBackend.from_pretrained(folder, max_sequence_length=16)
     ref = FluxBackend.from_pretrained(tiny.TINY_FLUX_PATH, max_sequence_length=16)
@@ -56,6 +61,19 @@ def test_flux_redux_dev_layout_loads_as_downloaded(layouts):
     # Another SigLIP folder (with its own processor) may replace the repo's image_encoder/.
     assert torch.equal(ReduxEncoder(siglip_path=str(tiny.TINY_SIGLIP_PATH), redux_path=str(folder)).image_tokens(images),
                        ref.image_tokens(images))
+
+
+def test_aligngen_preset_runs_on_flux_dev_and_redux_dev_as_downloaded(flux_dev, layouts):
+    import numpy as np
+
+    from smg_sdk import SubjectPipeline
+
+    redux = real_layouts.flux_redux_dev(layouts / "preset")
+    pipe = SubjectPipeline.from_preset("aligngen", path=str(flux_dev), redux_path=str(redux))
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe("a photo of <1> on a beach", [_image(6)], seed=0, num_inference_steps=1, height=64, width=64,
+               output_type="np")
+    assert np.isfinite(out.images).all()
 
 
 def test_redux_sub_folders_alone_say_which_file_is_missing(layouts):
