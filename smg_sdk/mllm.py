@@ -4,7 +4,7 @@ Two plugins need the same thing from an MLLM and may not import each other: Sque
 encoder pools the hidden states of every n-th layer per token, split into text and image
 tokens per subject; MUSIC's planner samples plans as text. Both get it from here:
 
-    mllm = load_mllm("/models/Qwen2.5-VL-7B-Instruct", torch_dtype=torch.bfloat16)
+    mllm = load_mllm("/models/Qwen2.5-VL-7B-Instruct", dtype=torch.bfloat16, device="cuda")
     inputs = mllm.build_inputs("<1> next to <2> on the beach", [img1, img2], image_size=448)
     states = mllm.hidden_states(inputs, layers=mllm.every_nth_layer(3))  # (3 x ..., 1, L, D)
     inputs.modality, inputs.subject, inputs.prefix_length                 # per-token metadata
@@ -12,7 +12,9 @@ tokens per subject; MUSIC's planner samples plans as text. Both get it from here
 
 One :class:`MLLM` holds one model and its processor and keeps no per-call state, so several
 components share one instance: :func:`load_mllm` returns the instance already loaded for the
-same folder and options while anyone still holds it (``reuse=False`` for a private copy).
+same folder and options while anyone still holds it (``reuse=False`` for a private copy); a
+call that names no dtype and no device gets the copy already loaded for that folder, however
+it was placed, so a component never loads a second copy of an MLLM the caller preloaded.
 
 Without torchvision (as on the project's machines), transformers 5 cannot build any Qwen-VL
 processor: ``Qwen2_5_VLProcessor`` always loads a video processor, and every video processor
@@ -111,6 +113,8 @@ class MLLMLoadConfig:
     device: str | None = None
     trust_remote_code: bool = False
     local_files_only: bool = True
+    quantization: str | None = None
+    """The quantization config's JSON (``to_json_string()``), None for none."""
 
 
 _SHARED: weakref.WeakValueDictionary[MLLMLoadConfig, MLLM] = weakref.WeakValueDictionary()
@@ -120,11 +124,13 @@ _SHARED_LOCK = threading.Lock()
 def load_mllm(
     path: str | Path,
     *,
+    dtype: torch.dtype | str | None = None,
     torch_dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
     trust_remote_code: bool = False,
     local_files_only: bool = True,
     reuse: bool = True,
+    quantization_config: Any = None,
 ) -> MLLM:
     """Load an image-text model that returns hidden states, and its processor, from ``path``.
 
@@ -132,23 +138,32 @@ def load_mllm(
     with an already-populated Hugging Face cache, a repo id. Nothing is downloaded unless
     ``local_files_only=False``. The model class is ``AutoModelForImageTextToText``, else
     ``Qwen2_5_VLForConditionalGeneration``; remote code runs only if ``trust_remote_code``
-    is passed. With ``reuse`` (default), a second call with the same arguments returns the
-    same :class:`MLLM` while it is alive, so components share one copy of the weights.
-    Raises :class:`ModelLoadError` if there is no such folder or it holds no loadable model.
+    is passed. ``dtype`` (``torch_dtype`` is its older name) and ``device`` say how and where
+    the weights load. With ``reuse`` (default), a second call with the same arguments returns
+    the same :class:`MLLM` while it is alive, so components share one copy of the weights;
+    a call with neither ``dtype``, ``device`` nor ``quantization_config`` returns any live copy
+    of the same folder. ``quantization_config`` (a transformers ``BitsAndBytesConfig``,
+    ``TorchAoConfig``...) goes to ``from_pretrained`` as it is; bitsandbytes needs a CUDA GPU.
+    Raises :class:`ModelLoadError` if there is no such folder or it holds no loadable model,
+    or if both ``dtype`` and ``torch_dtype`` are given.
     """
     source = _check_source(path)
-    dtype = _resolve_dtype(torch_dtype)
+    if dtype is not None and torch_dtype is not None:
+        raise ModelLoadError("Pass dtype or torch_dtype (its older name), not both.")
+    dtype = _resolve_dtype(dtype if dtype is not None else torch_dtype)
     config = MLLMLoadConfig(
         path=source,
         torch_dtype=None if dtype is None else str(dtype).removeprefix("torch."),
         device=None if device is None else str(torch.device(device)),
         trust_remote_code=bool(trust_remote_code),
         local_files_only=bool(local_files_only),
+        quantization=None if quantization_config is None else _quantization_key(quantization_config),
     )
+    placed = dtype is not None or device is not None or quantization_config is not None
     with _SHARED_LOCK:
-        if reuse and (shared := _SHARED.get(config)) is not None:
+        if reuse and (shared := _shared_copy(config, placed)) is not None:
             return shared
-        model = _load_model(source, dtype, trust_remote_code, local_files_only)
+        model = _load_model(source, dtype, trust_remote_code, local_files_only, quantization_config)
         processor = load_processor(source, trust_remote_code=trust_remote_code, local_files_only=local_files_only)
         if device is not None:
             model = model.to(device)
@@ -156,6 +171,21 @@ def load_mllm(
         if reuse:
             _SHARED[config] = mllm
         return mllm
+
+
+def _shared_copy(config: MLLMLoadConfig, placed: bool) -> "MLLM | None":
+    """The live MLLM loaded with ``config``; unless ``placed``, any live copy of the same folder."""
+    if (shared := _SHARED.get(config)) is not None or placed:
+        return shared
+    def unplaced(key: MLLMLoadConfig) -> MLLMLoadConfig:
+        return replace(key, torch_dtype=None, device=None, quantization=None)
+
+    return next((m for key, m in list(_SHARED.items()) if unplaced(key) == unplaced(config)), None)
+
+
+def _quantization_key(quantization_config: Any) -> str:
+    to_json = getattr(quantization_config, "to_json_string", None)
+    return to_json() if callable(to_json) else repr(quantization_config)
 
 
 def _check_source(path: str | Path) -> str:
@@ -184,7 +214,7 @@ def _resolve_dtype(torch_dtype: torch.dtype | str | None) -> torch.dtype | None:
         return torch_dtype
     value = getattr(torch, str(torch_dtype).removeprefix("torch."), None)
     if not isinstance(value, torch.dtype):
-        raise ModelLoadError(f"Unknown torch_dtype {torch_dtype!r}; pass e.g. torch.bfloat16 or 'float32'.")
+        raise ModelLoadError(f"Unknown dtype {torch_dtype!r}; pass e.g. torch.bfloat16 or 'bfloat16'.")
     return value
 
 
@@ -196,7 +226,8 @@ def _dtype_kwarg() -> str:
     return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
 
 
-def _load_model(source: str, dtype: torch.dtype | None, trust_remote_code: bool, local_files_only: bool):
+def _load_model(source: str, dtype: torch.dtype | None, trust_remote_code: bool, local_files_only: bool,
+                quantization_config: Any = None):
     """``AutoModelForImageTextToText``; for Qwen2-family configs it does not map (older
     transformers), ``Qwen2_5_VLForConditionalGeneration``."""
     from transformers import AutoModelForImageTextToText, PretrainedConfig, Qwen2_5_VLForConditionalGeneration
@@ -205,6 +236,8 @@ def _load_model(source: str, dtype: torch.dtype | None, trust_remote_code: bool,
                               "use_safetensors": True}  # never unpickle a folder's weights
     if dtype is not None:
         kwargs[_dtype_kwarg()] = dtype
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
     hint = "" if Path(source).is_dir() else " (not a local folder; is it in the Hugging Face cache?)"
     try:
         config, _ = PretrainedConfig.get_config_dict(source, local_files_only=local_files_only)

@@ -111,7 +111,8 @@ def aligngen_tiny(seed: int = 0, **options: Any) -> SubjectPipeline:
 
 
 def aligngen(path: str, torch_dtype: str | None = None, device: str | None = None, **options: Any) -> SubjectPipeline:
-    """AlignGen on a local FLUX.1 folder (diffusers format); SigLIP/Redux from ``siglip_path``/``redux_path``.
+    """AlignGen on a local FLUX.1 folder (diffusers format); Redux from ``redux_path`` (FLUX.1-Redux-dev as
+    downloaded), SigLIP from its ``image_encoder/`` or from ``siglip_path``.
 
     Defaults follow the paper: 28 steps, guidance 3.5, 512 x 512.
     """
@@ -120,9 +121,10 @@ def aligngen(path: str, torch_dtype: str | None = None, device: str | None = Non
     from smg_sdk import FluxBackend
 
     config = AlignGenConfig.from_options(options)
-    if config.siglip_path is None or config.redux_path is None:
-        raise ConditionError("The aligngen preset needs siglip_path=... and redux_path=... (local folders).")
+    if config.redux_path is None:
+        raise ConditionError("The aligngen preset needs redux_path=... (a FLUX.1-Redux-dev folder as downloaded, or a "
+                             "ReduxImageEncoder folder together with siglip_path=...).")
     dtype = getattr(torch, torch_dtype) if torch_dtype else None
-    backend = FluxBackend.from_pretrained(path, torch_dtype=dtype, device=device)
+    backend = FluxBackend.from_pretrained(path, dtype=dtype, device=device)
     defaults = {"height": 512, "width": 512, "num_inference_steps": 28, "guidance_scale": 3.5}
     return build_aligngen(backend, config, defaults)

@@ -10,6 +10,7 @@ text sequence instead, which is what FLUX Redux itself does.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,22 +32,62 @@ if TYPE_CHECKING:  # pragma: no cover
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def load_redux_models(siglip_path: str | Path, redux_path: str | Path, dtype: torch.dtype = torch.float32):
-    """(SiglipVisionModel, SiglipImageProcessor, ReduxImageEncoder) from local folders."""
+@dataclass(frozen=True)
+class ReduxFolders:
+    """Where the three Redux parts live: SigLIP vision tower, its image processor, Redux MLP."""
+
+    vision: Path
+    processor: Path
+    embedder: Path
+
+
+def redux_folders(siglip_path: str | Path | None, redux_path: str | Path) -> ReduxFolders:
+    """Resolve the model folders from what a user downloaded.
+
+    ``redux_path`` is either a ``ReduxImageEncoder`` folder (``config.json`` + weights), with
+    ``siglip_path`` a SigLIP folder holding both the vision tower and its processor, or the
+    FLUX.1-Redux-dev repo as downloaded (``model_index.json``, ``image_embedder/``,
+    ``image_encoder/``, ``feature_extractor/``), in which case ``siglip_path`` may be None
+    (the repo's own ``image_encoder/`` and ``feature_extractor/``) or a SigLIP folder to use
+    instead. Raises :class:`ModelLoadError` naming the missing file.
+    """
+    redux = Path(redux_path).expanduser()
+    if (redux / "model_index.json").is_file():
+        embedder = redux / "image_embedder"
+        vision = Path(siglip_path).expanduser() if siglip_path is not None else redux / "image_encoder"
+        processor = vision if (vision / "preprocessor_config.json").is_file() else redux / "feature_extractor"
+    else:
+        if siglip_path is None:
+            raise ModelLoadError(
+                f"redux_path {str(redux_path)!r} is a single Redux model folder, so siglip_path is needed too; pass "
+                "siglip_path=..., or pass the FLUX.1-Redux-dev folder (with model_index.json) as redux_path."
+            )
+        embedder, vision = redux, Path(siglip_path).expanduser()
+        processor = vision
+    for folder, what, name in ((vision, "SigLIP", "config.json"), (embedder, "Redux", "config.json"),
+                               (processor, "SigLIP image processor", "preprocessor_config.json")):
+        if not (folder / name).is_file():
+            raise ModelLoadError(
+                f"No {what} files at {str(folder)!r} (no {name}); pass siglip_path/redux_path as local folders: a "
+                "FLUX.1-Redux-dev download as redux_path, or a ReduxImageEncoder folder plus a SigLIP folder."
+            )
+    return ReduxFolders(vision=vision, processor=processor, embedder=embedder)
+
+
+def load_redux_models(siglip_path: str | Path | None, redux_path: str | Path, dtype: torch.dtype = torch.float32):
+    """(SiglipVisionModel, SiglipImageProcessor, ReduxImageEncoder) from local folders (see :func:`redux_folders`)."""
     from diffusers.pipelines.flux.modeling_flux import ReduxImageEncoder
     from transformers import AutoImageProcessor, SiglipVisionModel
 
-    for path, what in ((siglip_path, "SigLIP"), (redux_path, "Redux")):
-        if not (Path(path) / "config.json").is_file():
-            raise ModelLoadError(f"No {what} model folder at {str(path)!r} (no config.json); pass a local folder.")
+    folders = redux_folders(siglip_path, redux_path)
     try:
-        vision = SiglipVisionModel.from_pretrained(str(siglip_path), local_files_only=True, use_safetensors=True,
+        vision = SiglipVisionModel.from_pretrained(str(folders.vision), local_files_only=True, use_safetensors=True,
                                                    dtype=dtype)
-        processor = AutoImageProcessor.from_pretrained(str(siglip_path), local_files_only=True)
-        redux = ReduxImageEncoder.from_pretrained(str(redux_path), local_files_only=True, use_safetensors=True,
-                                                  torch_dtype=dtype)
+        processor = AutoImageProcessor.from_pretrained(str(folders.processor), local_files_only=True)
+        redux = ReduxImageEncoder.from_pretrained(str(folders.embedder), local_files_only=True, use_safetensors=True,
+                                                  dtype=dtype)
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"Could not load SigLIP/Redux from {siglip_path} and {redux_path}: {exc}") from exc
+        raise ModelLoadError(f"Could not load SigLIP/Redux from {folders}: {exc}") from exc
     vision.eval().requires_grad_(False)
     redux.eval().requires_grad_(False)
     return vision, processor, redux
@@ -55,8 +96,10 @@ def load_redux_models(siglip_path: str | Path, redux_path: str | Path, dtype: to
 class ReduxEncoder(ConditionEncoder):
     """One Redux token stream per subject, named ``<prefix><k>`` (k = 1, 2, ...).
 
-    ``siglip_path``/``redux_path`` are local folders; None means the tiny preset's embedded
-    ones. ``side`` is ``"raw"`` (for the DEM) or ``"text"`` (plain FLUX Redux).
+    ``redux_path`` is a FLUX.1-Redux-dev download (its ``image_encoder/`` and
+    ``feature_extractor/`` are used unless ``siglip_path`` names another SigLIP folder), or a
+    ReduxImageEncoder folder with ``siglip_path`` a SigLIP folder (see :func:`redux_folders`);
+    ``redux_path`` None means the tiny preset's embedded models. ``side`` is ``"raw"`` (for the DEM) or ``"text"`` (plain FLUX Redux).
     """
 
     reads_prompt = False  # Redux tokens depend only on the subject images
@@ -75,11 +118,11 @@ class ReduxEncoder(ConditionEncoder):
             raise ConditionError(f"redux side must be 'raw' (for the DEM) or 'text' (plain FLUX Redux), not {side!r}.")
         if torch_dtype not in DTYPES:
             raise ConditionError(f"redux torch_dtype must be one of {sorted(DTYPES)}, not {torch_dtype!r}.")
-        if siglip_path is None or redux_path is None:
+        if redux_path is None:
             from smg_sdk import tiny_redux_path, tiny_siglip_path
 
             siglip_path = siglip_path or str(tiny_siglip_path())
-            redux_path = redux_path or str(tiny_redux_path())
+            redux_path = str(tiny_redux_path())
         self.prefix, self.side = prefix, side
         self.vision, self.processor, self.redux = load_redux_models(siglip_path, redux_path, DTYPES[torch_dtype])
 

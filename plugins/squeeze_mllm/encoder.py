@@ -45,15 +45,23 @@ class MLLMConditionEncoder(ConditionEncoder):
 
     ``model`` is a local MLLM folder (Qwen2.5-VL class) or ``"tiny"`` for the embedded one;
     ``layer_stride`` picks every n-th layer (default 3, as in the paper); ``image_size`` is the
-    side the references are resized to before the MLLM sees them.
+    side the references are resized to before the MLLM sees them. ``dtype`` (``"bfloat16"``,
+    ``"float16"``, ``"float32"``) and ``device`` (``"cuda"``, ``"cuda:1"``...) say how and where
+    the MLLM loads; left None, an MLLM already loaded for the same folder with
+    :func:`smg_sdk.load_mllm` is used as it is, else it loads in its checkpoint dtype on the CPU.
+    The features it hands on are always cast to the backend's dtype and moved to its device.
     """
 
     makes_streams = (StreamSpec("{stream}", side="raw"),)
     writes_meta = ()
 
     def __init__(self, model: str = "tiny", layer_stride: int = 3, image_size: int = 448,
-                 trust_remote_code: bool = False, stream: str = RAW_STREAM):
+                 trust_remote_code: bool = False, stream: str = RAW_STREAM, dtype: str | None = None,
+                 device: str | None = None):
+        if dtype is not None and not isinstance(getattr(torch, str(dtype).removeprefix("torch."), None), torch.dtype):
+            raise ConditionError(f"squeeze-mllm dtype must be a torch dtype name such as 'bfloat16', not {dtype!r}.")
         self.model = model
+        self.dtype, self.device = dtype, device
         self.layer_stride = layer_stride
         self.image_size = image_size
         self.trust_remote_code = trust_remote_code
@@ -70,7 +78,7 @@ class MLLMConditionEncoder(ConditionEncoder):
                 from smg_sdk import tiny_qwen_vl_path
 
                 path = tiny_qwen_vl_path()
-            self._mllm = load_mllm(path, trust_remote_code=self.trust_remote_code)
+            self._mllm = load_mllm(path, dtype=self.dtype, device=self.device, trust_remote_code=self.trust_remote_code)
         return self._mllm
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "MLLMConditionEncoder":
@@ -89,7 +97,7 @@ class MLLMConditionEncoder(ConditionEncoder):
         layers = self.layers
         hidden = mllm.hidden_states(inputs, layers=layers)  # (S, B, L, D)
         start = inputs.prefix_length
-        features = hidden.permute(1, 0, 2, 3)[:, :, start:].to(backend.dtype)
+        features = hidden.permute(1, 0, 2, 3)[:, :, start:].to(backend.device, backend.dtype)
         modality = inputs.modality[start:].clone()
         subject = inputs.subject[start:].clone()
         stream = ConditionStream(

@@ -76,6 +76,23 @@ def _raw(conditions: ConditionSet, name: str) -> ConditionStream:
     return conditions.get(name)
 
 
+def _in_own_precision(module: nn.Module, features: torch.Tensor, run) -> torch.Tensor:
+    """``run(features)`` in the aggregator's parameter dtype, returned in ``features``' dtype.
+
+    The raw stream arrives in the backend's dtype (bf16 on most GPUs) while a trained
+    aggregator may keep float32 weights; it computes in its own precision and hands the
+    backend its own dtype back. Parameters and features on different devices are refused
+    (a silent copy every call would hide a misplaced pipeline).
+    """
+    param = next(module.parameters())
+    if param.device != features.device:
+        raise ConditionError(
+            f"{type(module).__name__}'s parameters are on {param.device} but the MLLM features on {features.device}; "
+            "place the whole pipeline with pipe.to(device)."
+        )
+    return run(features.to(param.dtype)).to(features.dtype)
+
+
 def _emit(conditions: ConditionSet, raw: ConditionStream, tokens: torch.Tensor, out_name: str) -> ConditionSet:
     stream = ConditionStream(
         name=out_name,
@@ -103,7 +120,7 @@ class LAPAggregator(nn.Module, Aggregator):
 
     def aggregate(self, conditions: ConditionSet, request: Request | None) -> ConditionSet:
         raw = _raw(conditions, self.stream)
-        return _emit(conditions, raw, self.lap(raw.tokens), self.out_stream)
+        return _emit(conditions, raw, _in_own_precision(self, raw.tokens, self.lap), self.out_stream)
 
 
 class DualLayerAggregation(nn.Module, Aggregator):
@@ -135,8 +152,11 @@ class DualLayerAggregation(nn.Module, Aggregator):
     def aggregate(self, conditions: ConditionSet, request: Request | None) -> ConditionSet:
         raw = _raw(conditions, self.stream)
         modality = raw.meta["modality"]
-        text, image = self.branches(raw.tokens, modality)
-        return _emit(conditions, raw, self.fuse(text, image, modality), self.out_stream)
+        def pool(features: torch.Tensor) -> torch.Tensor:
+            return self.fuse(*self.branches(features, modality), modality)
+
+        fused = _in_own_precision(self, raw.tokens, pool)
+        return _emit(conditions, raw, fused, self.out_stream)
 
 
 class LastLayer(nn.Module, Aggregator):
@@ -158,7 +178,8 @@ class LastLayer(nn.Module, Aggregator):
 
     def aggregate(self, conditions: ConditionSet, request: Request | None) -> ConditionSet:
         raw = _raw(conditions, self.stream)
-        return _emit(conditions, raw, self.proj(self.norm(raw.tokens[:, -1])), self.out_stream)
+        last = _in_own_precision(self, raw.tokens[:, -1], lambda features: self.proj(self.norm(features)))
+        return _emit(conditions, raw, last, self.out_stream)
 
 
 def fixed_layer_slots(layers: list[int], fractions: tuple[float, ...] = (1 / 3, 2 / 3, 1.0)) -> list[int]:
@@ -188,5 +209,7 @@ class FixedLayers(nn.Module, Aggregator):
     def aggregate(self, conditions: ConditionSet, request: Request | None) -> ConditionSet:
         raw = _raw(conditions, self.stream)
         slots = fixed_layer_slots(list(raw.meta["layers"]))
-        stacked = torch.cat([self.norm(raw.tokens[:, s]) for s in slots], dim=-1)
-        return _emit(conditions, raw, self.proj(stacked), self.out_stream)
+        def project(features: torch.Tensor) -> torch.Tensor:
+            return self.proj(torch.cat([self.norm(features[:, s]) for s in slots], dim=-1))
+
+        return _emit(conditions, raw, _in_own_precision(self, raw.tokens, project), self.out_stream)

@@ -49,6 +49,9 @@ class ClipEmbedder:
             return
         from transformers import CLIPModel, CLIPProcessor
 
+        from ..convert import require_safetensors
+
+        require_safetensors(self.source, "CLIP model")
         kwargs: dict[str, Any] = {"local_files_only": self.local_files_only, "use_safetensors": True}
         if self.torch_dtype is not None:
             kwargs["dtype"] = getattr(torch, str(self.torch_dtype).removeprefix("torch."))

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from ..errors import ModelLoadError
+from ..convert import require_safetensors
 from .clip import ClipEmbedder
 
 
@@ -44,6 +45,7 @@ class SubjectMetrics:
         if self._dino is None:
             from transformers import AutoImageProcessor, AutoModel
 
+            require_safetensors(self.dino_path, "DINO model")
             try:
                 self._dino = (AutoModel.from_pretrained(self.dino_path, local_files_only=True, use_safetensors=True).eval(),
                               AutoImageProcessor.from_pretrained(self.dino_path, local_files_only=True))

@@ -106,24 +106,45 @@ class FluxBackend:
         cls,
         path: str | Path,
         *,
+        dtype: torch.dtype | None = None,
         torch_dtype: torch.dtype | None = None,
         device: str | torch.device | None = None,
         local_files_only: bool = True,
         max_sequence_length: int = 512,
+        quantization_config: Any = None,
     ) -> "FluxBackend":
-        """Load a diffusers-format FLUX folder (safetensors weights only, stock diffusers/transformers classes)."""
+        """Load a diffusers-format FLUX folder (safetensors weights only, stock diffusers/transformers classes).
+
+        ``dtype`` (e.g. ``torch.bfloat16``; ``torch_dtype`` is its older name, deprecated by
+        diffusers) and ``quantization_config`` (a ``diffusers.PipelineQuantizationConfig``:
+        bitsandbytes 4/8-bit, torchao, GGUF, quanto) are handed to
+        ``FluxPipeline.from_pretrained`` as they are. The quantization backends need their
+        library installed and, for bitsandbytes, a CUDA GPU. Raises :class:`ModelLoadError` for
+        a missing folder, unloadable weights, or a quantization backend that cannot run here.
+        """
         from diffusers import FluxPipeline
 
+        if dtype is not None and torch_dtype is not None:
+            raise ModelLoadError("Pass dtype or torch_dtype (its older, deprecated name), not both.")
         local = Path(path).expanduser()
         looks_like_repo_id = not local.is_absolute() and str(path).count("/") == 1 and not str(path).startswith(".")
         if not local.exists() and not looks_like_repo_id:
             raise ModelLoadError(f"No FLUX model folder at {str(path)!r}; pass the path of a diffusers-format folder.")
         if local.exists():
             check_model_index(local)
+        options: dict[str, Any] = {"dtype": dtype if dtype is not None else torch_dtype}
+        if quantization_config is not None:
+            options["quantization_config"] = quantization_config
         try:
-            pipe = FluxPipeline.from_pretrained(
-                str(path), local_files_only=local_files_only, torch_dtype=torch_dtype, use_safetensors=True
-            )
+            pipe = FluxPipeline.from_pretrained(str(path), local_files_only=local_files_only, use_safetensors=True,
+                                                **options)
+        except ImportError as exc:
+            if quantization_config is None:
+                raise
+            raise ModelLoadError(
+                f"The quantization backend of quantization_config cannot run here: {exc}. bitsandbytes needs a CUDA "
+                "GPU; torchao, GGUF and quanto need their package installed."
+            ) from exc
         except (OSError, ValueError, EnvironmentError) as exc:
             raise ModelLoadError(f"Could not load FLUX from {str(path)!r}: {exc}") from exc
         from ...serialization import check_materialised

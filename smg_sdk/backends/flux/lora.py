@@ -24,7 +24,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from ...adapters import lora_layers
+from ...adapters import lora_layers, unwrap_model
 from ...errors import BackendError
 
 CONTEXT_PARTS = ("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out", "ff_context", "context_embedder")
@@ -117,6 +117,7 @@ def activate_adapters(model: nn.Module, weights: dict[str, float]) -> None:
         if weights:
             raise BackendError(f"Adapters {sorted(weights)} were requested but the transformer has none loaded.")
         return
+    model = unwrap_model(model)
     flags = [(p, p.requires_grad) for name, p in model.named_parameters() if "lora_" in name]
     try:
         if not weights:
@@ -172,7 +173,7 @@ def adapter_tensors(model: nn.Module, name: str) -> dict[str, torch.Tensor]:
     """
     from peft.utils import get_peft_model_state_dict
 
-    state = get_peft_model_state_dict(model, adapter_name=name)
+    state = get_peft_model_state_dict(unwrap_model(model), adapter_name=name)
     return {key: value.detach().contiguous().clone() for key, value in state.items()}
 
 

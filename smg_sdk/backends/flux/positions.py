@@ -41,6 +41,17 @@ PositionPolicy = Literal["omini", "kontext", "uno"]
 POLICIES: tuple[str, ...] = ("omini", "kontext", "uno")
 
 
+def ids_for_transformer(ids: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """Position ids ``(L, 3)`` on ``device`` in float32 (float64 kept), whatever the model's dtype.
+
+    RoPE ids are integers well past 256 at real sizes (the ``uno`` policy with 4 references
+    at 1024 px reaches 319), and bfloat16 keeps 8 significant bits: 257 rounds to 256, so
+    neighbouring tokens would share a position. diffusers' ``FluxPosEmbed`` computes the
+    rotary tables in float32/64 from float ids, so the ids never take the model's dtype.
+    """
+    return ids.to(device=device, dtype=torch.float64 if ids.dtype == torch.float64 else torch.float32)
+
+
 def grid_ids(rows: int, cols: int, axis0: float = 0.0, row_offset: float = 0.0, col_offset: float = 0.0) -> torch.Tensor:
     """``(rows * cols, 3)`` ids of a packed-latent grid, row-major, like FluxPipeline's."""
     ids = torch.zeros(rows, cols, 3)

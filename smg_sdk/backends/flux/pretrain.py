@@ -183,7 +183,7 @@ def flow_loss(backend: "FluxBackend", pool: LatentPool, config: PretrainConfig, 
     pred = backend.transformer(
         hidden_states=noisy, timestep=sigma, guidance=guidance if backend.transformer.config.guidance_embeds else None,
         pooled_projections=pool.pooled[rows].to(backend.device, backend.dtype), encoder_hidden_states=text,
-        txt_ids=text_ids(text.shape[1]).to(x0), img_ids=grid_ids(side, side).to(x0), return_dict=False,
+        txt_ids=text_ids(text.shape[1]).to(x0.device), img_ids=grid_ids(side, side).to(x0.device), return_dict=False,
     )[0]
     error = (pred.float() - (noise - x0).float()).pow(2).mean(dim=-1)  # (B, L)
     if not config.subject_weight:

@@ -29,7 +29,7 @@ from ...errors import BackendError
 from ...sampling import SampleResult, SamplingCall
 from .latents import pack_latents
 from .lora import activate_adapters, route_adapter
-from .positions import grid_ids
+from .positions import grid_ids, ids_for_transformer
 from .processor import KV, AttentionContext
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -83,7 +83,7 @@ def _inputs(backend: "FluxBackend", attention: AttentionPass) -> _PassInputs:
     device, dtype = backend.device, backend.dtype
     text = attention.conditions.text
     text_tokens = torch.cat([s.tokens for s in text], dim=1).to(device, dtype)
-    text_ids = torch.cat([s.position_ids for s in text], dim=0).to(device, dtype)
+    text_ids = ids_for_transformer(torch.cat([s.position_ids for s in text], dim=0), device)
     batch = int(text_tokens.shape[0])
     routed = [(name, m.to(device, dtype).expand(batch, -1)) for name, m in attention.adapter_queries.items()]
     return _PassInputs(attention, text_tokens, text_ids, routed)
@@ -111,8 +111,8 @@ def _record(
             pooled_projections=pooled,
             timestep=timestep,
             guidance=guidance,
-            txt_ids=torch.zeros(0, 3, device=backend.device, dtype=backend.dtype),
-            img_ids=stream.position_ids.to(backend.device, backend.dtype),
+            txt_ids=torch.zeros(0, 3, device=backend.device),
+            img_ids=ids_for_transformer(stream.position_ids, backend.device),
             joint_attention_kwargs={"smg": ctx},
             return_dict=False,
         )
@@ -222,7 +222,7 @@ def sample(backend: "FluxBackend", call: SamplingCall) -> SampleResult:
     batch = check_streams(backend, call.positive.conditions)
     latents = _start_latents(backend, call, batch)
     rows, cols = backend.token_grid(call.height, call.width)
-    img_ids = grid_ids(rows, cols).to(backend.device, backend.dtype)
+    img_ids = ids_for_transformer(grid_ids(rows, cols), backend.device)
     passes = [_inputs(backend, p) for p in (call.positive, call.negative) if p is not None]
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(backend.scheduler.config)
     timesteps = prepare_timesteps(backend, scheduler, call.num_inference_steps, latents.shape[1], call.sigmas())
@@ -272,6 +272,6 @@ def predict_velocity(
     zero = torch.zeros(batch, device=backend.device, dtype=backend.dtype)
     pooled = attention.conditions.pooled.to(backend.device, backend.dtype)
     cache = {s.name: _record(backend, s, zero, guidance, pooled) for s in attention.cached_streams}
-    img_ids = grid_ids(rows, cols).to(backend.device, backend.dtype)
+    img_ids = ids_for_transformer(grid_ids(rows, cols), backend.device)
     timestep = sigmas.to(backend.device, backend.dtype)
     return _forward(backend, inputs, latents, img_ids, timestep, guidance, weights or {}, cache)
