@@ -271,6 +271,24 @@ class SubjectPipeline:
                              use_stream=use_stream, denoisers=["backend.transformer"])
         return self
 
+    def place(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+              offload: str | None = None) -> "SubjectPipeline":
+        """The memory options presets take, in one call: cast to ``dtype``, then place or offload.
+
+        ``offload`` None moves everything to ``device`` (:meth:`to`); ``"model"`` and
+        ``"group"`` keep the models on the CPU and run them on ``device``
+        (:meth:`enable_model_cpu_offload`, :meth:`enable_group_offload` with its defaults).
+        Raises :class:`~smg_sdk.errors.PlacementError` for another ``offload``.
+        """
+        if offload not in (None, "none", "model", "group"):
+            raise PlacementError(f"offload must be None, 'model' or 'group', not {offload!r}.")
+        if offload in (None, "none"):
+            return self.to(device, dtype)
+        self.to(dtype=dtype)
+        if offload == "model":
+            return self.enable_model_cpu_offload(device)
+        return self.enable_group_offload(device)
+
     @serialised
     def disable_offload(self) -> "SubjectPipeline":
         """Remove every offload hook; models stay on the offload device (move them with :meth:`to`)."""
