@@ -18,7 +18,7 @@ def blocks(language: str) -> list[str]:
 
 def test_python_blocks_run_and_the_table_is_current(capsys):
     namespace: dict = {}
-    assert len(blocks("python")) == 3
+    assert len(blocks("python")) == 4
     for code in blocks("python"):
         exec(compile(code, "docs/gpu.md", "exec"), namespace)
     documented = DOC.split("<!-- fit-table -->\n")[1].split("\n<!-- /fit-table -->")[0]

@@ -3,8 +3,8 @@
 What a user downloads: ``black-forest-labs/FLUX.1-dev`` in diffusers format (``model_index.json``,
 ``transformer/``, ``vae/``, ``text_encoder/``, ``tokenizer/``, ``text_encoder_2/``,
 ``tokenizer_2/``, ``scheduler/``), passed as a folder or, already in the Hugging Face cache, as
-its repo id; and a reference (subject) LoRA in diffusers/peft format, e.g. one trained with
-``smg train``. Memory options: ``dtype``, ``device`` and ``offload`` (see ``docs/gpu.md``).
+its repo id; and a reference (subject) LoRA file as ``FluxBackend.save_adapter`` writes it (e.g. after
+training with ``smg_sdk.training``). Memory options: ``dtype``, ``device`` and ``offload`` (see ``docs/gpu.md``).
 """
 
 from __future__ import annotations
