@@ -111,6 +111,8 @@ class SubjectPipeline:
         """``PipelineOutput.encoder_calls`` of the last generation (a convenience for logs; the output has it)."""
         self.last_candidate_batches: list[list[int]] = []
         self._offload_hooks: list[Any] = []
+        self._offload_mode: str | None = None
+        """``"model"`` or ``"group"`` while offload hooks are on, else None."""
         """``PipelineOutput.candidate_batches`` of the last generation (a convenience; the output has it)."""
 
     @property
@@ -247,6 +249,7 @@ class SubjectPipeline:
         device = _accelerator(device)
         self._disable_offload()
         self._offload_hooks = enable_model_offload(self.placement_inventory(), device)
+        self._offload_mode = "model"
         return self
 
     @serialised
@@ -269,6 +272,7 @@ class SubjectPipeline:
         enable_group_offload(self.placement_inventory(), onload, torch.device(offload_device),
                              offload_type=offload_type, num_blocks_per_group=num_blocks_per_group,
                              use_stream=use_stream, denoisers=["backend.transformer"])
+        self._offload_mode = "group"
         return self
 
     def place(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
@@ -299,7 +303,7 @@ class SubjectPipeline:
         from .placement import disable_offload, inventory
 
         disable_offload(inventory(self).models.values())
-        self._offload_hooks = []
+        self._offload_hooks, self._offload_mode = [], None
 
     def _free_models(self) -> None:
         """After a call under model offload, every model back on the CPU (diffusers' ``maybe_free_model_hooks``)."""
@@ -390,10 +394,14 @@ class SubjectPipeline:
     def _generate(self, request: Request, num_candidates: int, latents: torch.Tensor | None, output_type: str,
                   callback: Callable | None, cached_references: CachedReferenceOptions | None,
                   candidate_batch_size: int | None) -> PipelineOutput:
-        """Check that no module is off the execution device, run the stages, then offload the models."""
+        """Check that no module is off the execution device, run the stages, then offload the models.
+
+        Models components load on first use are loaded before the check (enabling offload
+        loaded them already), so a model that would load off the device fails here, not mid-call.
+        """
         from .placement import check_placement, inventory
 
-        check_placement(inventory(self), self.execution_device)
+        check_placement(inventory(self) if self._offload_mode else self.placement_inventory(), self.execution_device)
         try:
             return self._run_stages(request, num_candidates, latents, output_type, callback, cached_references,
                                     candidate_batch_size)

@@ -141,3 +141,12 @@ def test_components_in_other_dtypes_follow_their_inputs(composed):
         for name in ("encoders[3].vision", "encoders[3].redux", "verifier.clip.model"):
             inv[name].to(dtype=torch.float32)
     assert np.isfinite(images).all()
+
+
+def test_a_model_loaded_on_first_use_is_checked_before_the_call():
+    """A CLIP verifier set to load on another device fails the placement check before any stage runs."""
+    pipe = SubjectPipeline.from_preset("tiny")
+    pipe.verifier = get_registry().build("verifier", "clip-text", device="meta")
+    assert pipe.verifier.clip._model is None  # not loaded yet
+    with pytest.raises(PlacementError, match=r"verifier\.clip\.model \(CLIPModel\) has weights on \['meta'\]"):
+        _run(pipe)
