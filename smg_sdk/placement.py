@@ -239,7 +239,8 @@ def exclusive_cpu_offload() -> type:
 
         def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any):
             for other in self.group:
-                if other.model is not module and any(p.device.type != "cpu" for p in other.model.parameters()):
+                # the first parameter tells, as in accelerate's CpuOffload (a model moves whole)
+                if other.model is not module and next(other.model.parameters()).device.type != "cpu":
                     other.offload()
             self.onloads += 1
             return super().pre_forward(module, *args, **kwargs)
