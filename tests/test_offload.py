@@ -150,3 +150,27 @@ def test_a_model_loaded_on_first_use_is_checked_before_the_call():
     assert pipe.verifier.clip._model is None  # not loaded yet
     with pytest.raises(PlacementError, match=r"verifier\.clip\.model \(CLIPModel\) has weights on \['meta'\]"):
         _run(pipe)
+
+
+def test_components_name_models_kept_out_of_reach():
+    """Models in a list are not found among attributes; placement_modules() names them, and to() moves them."""
+
+    class ListVerifier:
+        def __init__(self):
+            self.nets = [torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)]
+
+        def score(self, images, request, plans=None):
+            return [0.0] * len(images)
+
+    class NamingVerifier(ListVerifier):
+        def placement_modules(self):
+            return {f"nets[{i}]": net for i, net in enumerate(self.nets)}
+
+    pipe = SubjectPipeline.from_preset("tiny")
+    pipe.verifier = ListVerifier()
+    assert not any(name.startswith("verifier") for name in pipe.placement_inventory().all())
+    pipe.verifier = NamingVerifier()
+    assert [n for n in pipe.placement_inventory().models if n.startswith("verifier")] == ["verifier.nets[0]",
+                                                                                         "verifier.nets[1]"]
+    pipe.to(dtype=torch.float64)
+    assert all(net.weight.dtype == torch.float64 for net in pipe.verifier.nets)
