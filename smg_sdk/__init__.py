@@ -26,6 +26,7 @@ from .errors import (
     DataError,
     DataLookupError,
     ModelLoadError,
+    PlacementError,
     PlanError,
     PluginError,
     RegistryError,
@@ -45,6 +46,7 @@ from .interfaces import (
     component_config,
     component_name,
 )
+from .placement import execution_device, onload
 from .plans import as_layout, check_layout_subjects, layout_text, plans_for_rows
 from .plugins.hookspecs import hookimpl
 from .prompts import subject_char_spans, tokens_in_spans
@@ -89,14 +91,14 @@ __all__ = [
     "BatchRecord", "CachedReferenceOptions", "ClipEmbedder", "CompositionError", "ConditionEncoder",
     "ConditionError", "ConditionSet", "ConditionStream", "ConfigError", "DataError", "DataLookupError",
     "DenoisingSchedule", "FlowMatchingTrainer", "FluxBackend", "JointAttentionMask", "JointLayout",
-    "LoopConfig", "ModelLoadError", "PLACEHOLDER", "PipelineOutput", "Plan", "PlanError", "Planner",
+    "LoopConfig", "ModelLoadError", "PLACEHOLDER", "PipelineOutput", "Plan", "PlacementError", "PlanError", "Planner",
     "PluginError", "RESUME_MAY_CHANGE", "RegistryError", "Request", "RequestError", "SMGError", "SampleResult",
     "SamplingCall", "SceneJudge", "ScheduleError", "StreamSpec", "Subject", "SubjectPipeline", "TINY_DEFAULTS",
     "TokenGroup", "TrainResult", "TrainerConfig", "TrainerHook", "TrainingLoop", "TrainingSample", "Verifier",
     "WeightsMismatchError", "adapter_parameters", "as_layout", "atomic_folder", "build_attention_pass",
     "check_composition", "check_layout_subjects", "check_output_folder", "component_config", "component_name",
-    "get_registry", "hookimpl", "is_training_output", "is_valid_name", "layout_text", "list_plugins",
-    "load_mllm", "module_parameters", "plans_for_rows", "prepare_sampling", "sample_index", "sample_rng",
-    "subject_char_spans", "tiny_clip_path", "tiny_flux_path", "tiny_qwen_vl_path", "tiny_redux_path",
+    "execution_device", "get_registry", "hookimpl", "is_training_output", "is_valid_name", "layout_text",
+    "list_plugins", "load_mllm", "module_parameters", "onload", "plans_for_rows", "prepare_sampling", "sample_index",
+    "sample_rng", "subject_char_spans", "tiny_clip_path", "tiny_flux_path", "tiny_qwen_vl_path", "tiny_redux_path",
     "tiny_siglip_path", "tokens_in_spans",
 ]

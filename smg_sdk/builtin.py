@@ -33,10 +33,11 @@ def smg_register(registry: "Registry") -> None:
 
 @hookimpl
 def smg_register_commands(subparsers) -> None:
-    """``smg train subjectworld`` (the tiny FLUX's training recipes, :mod:`smg_sdk.backends.flux.cli`) and
-    ``smg convert-weights`` (:mod:`smg_sdk.convert`)."""
-    from .backends.flux.cli import add_train_parser
+    """``smg train subjectworld`` (the tiny FLUX's training recipes) and ``smg plan-memory``
+    (:mod:`smg_sdk.backends.flux.cli`), ``smg convert-weights`` (:mod:`smg_sdk.convert`)."""
+    from .backends.flux.cli import add_plan_memory_parser, add_train_parser
     from .convert import add_convert_parser
 
     add_train_parser(subparsers)
     add_convert_parser(subparsers)
+    add_plan_memory_parser(subparsers)

@@ -68,3 +68,7 @@ class BackendError(SMGError, RuntimeError):
 
 class ConfigError(SMGError, ValueError):
     """A settings object (e.g. :class:`~smg_sdk.training.TrainerConfig`) has an invalid value."""
+
+
+class PlacementError(SMGError, RuntimeError):
+    """A pipeline's models are not where they must be (mixed devices, moving modules that offload hooks manage)."""

@@ -373,7 +373,10 @@ class MLLM:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where the model computes: its offload hooks' device once offloaded (see :mod:`smg_sdk.placement`)."""
+        from .placement import execution_device
+
+        return execution_device(self.model)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -525,6 +528,9 @@ class MLLM:
         bad = [i for i in selected if not -total <= i < total]
         if bad:
             raise RequestError(f"Layer indices {bad} are out of range for {total} hidden states (0..{total - 1}).")
+        from .placement import onload
+
+        onload(self.model)  # the backbone is called, not the model's own forward its offload hook wraps
         tensors = inputs.to(self.device, self.dtype).tensors
         context = contextlib.nullcontext() if grad else torch.no_grad()
         with context:

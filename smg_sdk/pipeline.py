@@ -24,7 +24,7 @@ from .call_checks import as_subjects, check_call_options, check_latents, run_cal
 from .candidates import batch_groups, encode_shared, stack
 from .conditions import ConditionSet
 from .contracts import check_composition
-from .errors import RequestError
+from .errors import PlacementError, RequestError
 from .interfaces import Aggregator, AttentionRule, ConditionEncoder, DenoisingSchedule, Planner, Verifier
 from .plugins.manager import get_registry
 from .sampling import CachedReferenceOptions, SampleResult, prepare_sampling
@@ -110,6 +110,9 @@ class SubjectPipeline:
         self.last_encoder_calls: dict[str, int] = {}
         """``PipelineOutput.encoder_calls`` of the last generation (a convenience for logs; the output has it)."""
         self.last_candidate_batches: list[list[int]] = []
+        self._offload_hooks: list[Any] = []
+        self._offload_mode: str | None = None
+        """``"model"`` or ``"group"`` while offload hooks are on, else None."""
         """``PipelineOutput.candidate_batches`` of the last generation (a convenience; the output has it)."""
 
     @property
@@ -195,19 +198,117 @@ class SubjectPipeline:
 
     @serialised
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "SubjectPipeline":
-        """Place the whole pipeline: the backend's models and every component that holds a model.
+        """Place the whole pipeline: the backend's models and every module any component holds.
 
-        A component is moved when it is a ``torch.nn.Module`` or defines ``to(device=, dtype=)``
-        (an MLLM encoder or planner, a SigLIP encoder, a CLIP verifier); components never move
-        themselves while they run. ``dtype`` casts floating-point weights (e.g.
-        ``torch.bfloat16``); None leaves device or dtype as they are. Returns the pipeline.
+        Components that load their models lazily (an MLLM encoder or planner, a CLIP verifier)
+        load them first (their own ``to``); then every module :func:`smg_sdk.placement.inventory`
+        finds (the backend's, an MLLM, SigLIP + Redux, CLIP, learnable aggregators) is moved,
+        each once. ``dtype`` casts floating-point weights (e.g. ``torch.bfloat16``); None leaves
+        device or dtype as they are. Raises :class:`~smg_sdk.errors.PlacementError` while
+        offloading is enabled (:meth:`disable_offload` first). Returns the pipeline.
         """
-        self.backend.to(device=device, dtype=dtype)
+        from .placement import move
+
+        if device is not None or dtype is not None:
+            move(self.placement_inventory(), device, dtype)  # refuses while hooks manage a module
         for component in self.components:
             mover = getattr(component, "to", None)
-            if callable(mover):
-                mover(device=device, dtype=dtype)
+            if callable(mover) and not isinstance(component, torch.nn.Module):
+                mover(device=device, dtype=dtype)  # a component's own state beyond its modules (e.g. its device option)
         return self
+
+    def placement_inventory(self):
+        """Every module of the pipeline, by name, as :class:`smg_sdk.placement.Inventory` (lazy models loaded first)."""
+        from .placement import inventory
+
+        for component in self.components:
+            loader = getattr(component, "to", None)
+            if callable(loader) and not isinstance(component, torch.nn.Module):
+                loader()  # loads a lazily-held model; moves nothing
+        return inventory(self)
+
+    @property
+    def execution_device(self) -> torch.device:
+        """The device the models compute on (the offload hooks' device once offloaded; see ``docs/gpu.md``)."""
+        return torch.device(self.backend.device)
+
+    @serialised
+    def enable_model_cpu_offload(self, device: str | torch.device | None = None) -> "SubjectPipeline":
+        """Keep every model on the CPU and move it whole to ``device`` when it runs (accelerate hooks).
+
+        As diffusers' ``DiffusionPipeline.enable_model_cpu_offload`` (accelerate's
+        ``CpuOffload`` hook on each model), over every model of the composed pipeline: the
+        backend's and the components' (MLLM, SigLIP/Redux, CLIP); one model at a time is on
+        ``device`` (:func:`smg_sdk.placement.exclusive_cpu_offload`). Modules that are
+        components themselves (aggregators) stay on ``device``. ``device`` defaults to the
+        current accelerator; raises :class:`~smg_sdk.errors.PlacementError` without one.
+        Peak device memory: the largest model plus activations (``smg plan-memory --offload model``).
+        """
+        from .placement import enable_model_offload
+
+        device = _accelerator(device)
+        self._disable_offload()
+        self._offload_hooks = enable_model_offload(self.placement_inventory(), device)
+        self._offload_mode = "model"
+        return self
+
+    @serialised
+    def enable_group_offload(self, onload_device: str | torch.device | None = None,
+                             offload_device: str | torch.device = "cpu", offload_type: str = "block_level",
+                             num_blocks_per_group: int | None = None, use_stream: bool = False) -> "SubjectPipeline":
+        """diffusers group offloading (``diffusers.hooks.apply_group_offloading``) on every model.
+
+        The transformer is offloaded by ``offload_type`` (``"block_level"``: groups of
+        ``num_blocks_per_group`` blocks, default 1; ``"leaf_level"``: each layer); every other
+        model (VAE, text encoders, MLLM, SigLIP/Redux, CLIP) at leaf level, whose hooks fire
+        whatever method calls them. ``use_stream`` overlaps transfers on CUDA streams.
+        Aggregators stay on ``onload_device``. Raises :class:`~smg_sdk.errors.PlacementError`
+        for an unknown ``offload_type`` or a bad ``num_blocks_per_group``.
+        """
+        from .placement import enable_group_offload
+
+        onload = _accelerator(onload_device)
+        self._disable_offload()
+        enable_group_offload(self.placement_inventory(), onload, torch.device(offload_device),
+                             offload_type=offload_type, num_blocks_per_group=num_blocks_per_group,
+                             use_stream=use_stream, denoisers=["backend.transformer"])
+        self._offload_mode = "group"
+        return self
+
+    def place(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+              offload: str | None = None) -> "SubjectPipeline":
+        """The memory options presets take, in one call: cast to ``dtype``, then place or offload.
+
+        ``offload`` None moves everything to ``device`` (:meth:`to`); ``"model"`` and
+        ``"group"`` keep the models on the CPU and run them on ``device``
+        (:meth:`enable_model_cpu_offload`, :meth:`enable_group_offload` with its defaults).
+        Raises :class:`~smg_sdk.errors.PlacementError` for another ``offload``.
+        """
+        if offload not in (None, "none", "model", "group"):
+            raise PlacementError(f"offload must be None, 'model' or 'group', not {offload!r}.")
+        if offload in (None, "none"):
+            return self.to(device, dtype)
+        self.to(dtype=dtype)
+        if offload == "model":
+            return self.enable_model_cpu_offload(device)
+        return self.enable_group_offload(device)
+
+    @serialised
+    def disable_offload(self) -> "SubjectPipeline":
+        """Remove every offload hook; models stay on the offload device (move them with :meth:`to`)."""
+        self._disable_offload()
+        return self
+
+    def _disable_offload(self) -> None:
+        from .placement import disable_offload, inventory
+
+        disable_offload(inventory(self).models.values())
+        self._offload_hooks, self._offload_mode = [], None
+
+    def _free_models(self) -> None:
+        """After a call under model offload, every model back on the CPU (diffusers' ``maybe_free_model_hooks``)."""
+        for hook in self._offload_hooks:
+            hook.offload()
 
     # ------------------------------------------------------------------ running
     def make_request(self, prompt: str, subjects: Sequence[Subject | Image.Image] | None = None, **kwargs: Any) -> Request:
@@ -293,8 +394,25 @@ class SubjectPipeline:
     def _generate(self, request: Request, num_candidates: int, latents: torch.Tensor | None, output_type: str,
                   callback: Callable | None, cached_references: CachedReferenceOptions | None,
                   candidate_batch_size: int | None) -> PipelineOutput:
+        """Check that no module is off the execution device, run the stages, then offload the models.
+
+        Models components load on first use are loaded before the check (enabling offload
+        loaded them already), so a model that would load off the device fails here, not mid-call.
+        """
+        from .placement import check_placement, inventory
+
+        check_placement(inventory(self) if self._offload_mode else self.placement_inventory(), self.execution_device)
+        try:
+            return self._run_stages(request, num_candidates, latents, output_type, callback, cached_references,
+                                    candidate_batch_size)
+        finally:
+            self._free_models()
+
+    def _run_stages(self, request: Request, num_candidates: int, latents: torch.Tensor | None, output_type: str,
+                    callback: Callable | None, cached_references: CachedReferenceOptions | None,
+                    candidate_batch_size: int | None) -> PipelineOutput:
         """The stages in order, timed: plan -> encode -> sample -> decode -> rank."""
-        generator = request.make_generator(self.backend.device)
+        generator = request.make_generator(self.execution_device)
         timings: dict[str, float] = {}
         with _timed(timings, "plan"):
             plans = self.plan(request, num_candidates, generator)
@@ -471,6 +589,16 @@ def _check_image_count(request: Request, num_candidates: int) -> None:
             f"num_candidates x num_images_per_prompt = {num_candidates * request.num_images_per_prompt} images; "
             f"at most {MAX_BATCH} per call are supported."
         )
+
+def _accelerator(device: str | torch.device | None) -> torch.device:
+    """``device``, or the current accelerator (CUDA, MPS, XPU...) when None; PlacementError without one."""
+    if device is not None:
+        return torch.device(device)
+    accelerator = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+    if accelerator is None:
+        raise PlacementError("No accelerator found to offload to; pass the device explicitly (e.g. device='cuda').")
+    return torch.device(accelerator)
+
 
 def _split_stackable(group: list[int], sets: Sequence[ConditionSet]) -> list[list[int]]:
     """``group`` split so that each part is also stackable in ``sets`` (order kept)."""

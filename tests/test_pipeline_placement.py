@@ -37,3 +37,5 @@ def test_to_moves_models_held_by_components():
     for component in modules:
         assert _float_params(component) <= {torch.float64}, type(component).__name__
     assert _float_params(pipe.backend.modules()["transformer"]) == {torch.float64}
+    for name, module in pipe.placement_inventory().all().items():  # every module any component holds
+        assert _float_params(module) <= {torch.float64}, name

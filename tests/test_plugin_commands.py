@@ -232,13 +232,13 @@ def test_a_failing_hook_is_rolled_back_completely(no_entry_points) -> None:
         register_plugin(_module(module, code), name=name)
     with pytest.warns(PluginLoadWarning) as record:
         added = add_plugin_commands(sub)
-    # the core's own plugin adds `train` and `convert-weights`
-    assert added == {"smg_sdk.builtin": ["train", "convert-weights"], "hello": ["hello"]}
+    # the core's own plugin adds `train`, `convert-weights` and `plan-memory`
+    assert added == {"smg_sdk.builtin": ["train", "convert-weights", "plan-memory"], "hello": ["hello"]}
     assert sorted(str(w.message).split("'")[1] for w in record) == sorted(BAD)
-    assert set(sub.choices) == set(before) | {"hello", "train", "convert-weights"}
+    assert set(sub.choices) == set(before) | {"hello", "train", "convert-weights", "plan-memory"}
     assert all(sub.choices[n] is p for n, p in before.items())  # the core's parsers are untouched
     help_after = parser.format_help()
-    # (the command column widens for `convert-weights`, so compare each command's help line, not the layout)
+    # (the command column widens for the longer names, so compare each command's help line, not the layout)
     helps = {a.dest: a.help for a in sub._choices_actions}
     assert set(helps) == set(sub.choices) and all(f" {h}" in " ".join(help_after.split()) for h in helps.values())
     assert all(f" {helps[n]}" in " ".join(help_before.split()) for n in before)

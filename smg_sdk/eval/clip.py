@@ -67,11 +67,18 @@ class ClipEmbedder:
             model = model.to(self.device)
         self._model, self._processor = model.eval(), processor
 
+    def _onloaded(self) -> torch.device:
+        """Load CLIP, bring it in if it is model-offloaded (``get_*_features`` bypass the offload hook); its device."""
+        from ..placement import execution_device, onload
+
+        self.load()
+        onload(self._model)
+        return execution_device(self._model)
+
     @torch.no_grad()
     def embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Unit-norm CLIP image embeddings ``(N, D)``."""
-        self.load()
-        device = next(self._model.parameters()).device
+        device = self._onloaded()
         out = []
         for i in range(0, len(images), self.batch_size):
             chunk = [im.convert("RGB") for im in images[i : i + self.batch_size]]
@@ -82,8 +89,7 @@ class ClipEmbedder:
     @torch.no_grad()
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Unit-norm CLIP text embeddings ``(N, D)`` (texts truncated to CLIP's length)."""
-        self.load()
-        device = next(self._model.parameters()).device
+        device = self._onloaded()
         limit = int(self._model.config.text_config.max_position_embeddings)
         tokens = self._processor(text=list(texts), return_tensors="pt", padding=True, truncation=True, max_length=limit)
         tokens = {k: v.to(device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}

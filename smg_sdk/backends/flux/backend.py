@@ -183,7 +183,10 @@ class FluxBackend:
     # ------------------------------------------------------------------ properties
     @property
     def device(self) -> torch.device:
-        return self.transformer.device
+        """The device the transformer computes on: its offload hooks' once offloaded (not ``transformer.device``)."""
+        from ...placement import execution_device
+
+        return execution_device(self.transformer)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -73,3 +73,12 @@ def register(registry: "Registry") -> None:
     registry.add_encoder("flux-text", FluxTextEncoder)
     registry.add_encoder("vae-reference", VAEReferenceEncoder)
     registry.add_preset("tiny", tiny_preset)
+    registry.add_preset("reference-lora", reference_lora)
+    registry.add_preset("omini", reference_lora)
+
+
+def reference_lora(path: str, lora_path: str | None = None, **options: Any) -> "SubjectPipeline":
+    """``reference-lora`` / ``omini``: FLUX.1 + a reference LoRA from local paths (see :mod:`.real_presets`)."""
+    from .real_presets import reference_lora_preset
+
+    return reference_lora_preset(path, lora_path, **options)
