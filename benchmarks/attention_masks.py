@@ -19,8 +19,13 @@ The attention call: random q/k/v (``--heads`` x ``--head-dim``) at ``--step-px``
 (the processor's former path) vs ``attend_blocks`` (the processor's path now); median of
 ``--repeats`` after a warm-up, and the largest output difference.
 
-Run: ``python benchmarks/attention_masks.py [--quick]`` (``--quick``: 512 px only and a
-256 px attention call). Prints Markdown tables.
+The transformer evaluation: a random FLUX (2 double + 4 single blocks, 8 heads x 64) at
+``--model-px`` with ``--model-refs`` concat references and ``IsolateReferencesRule``, run
+through the SDK's processor with the dense plan (the ``(1, 1, Q, K)`` mask) vs the block
+plan; median of ``--repeats`` after a warm-up.
+
+Run: ``python benchmarks/attention_masks.py [--quick]`` (``--quick``: 512 px only, a 256 px
+attention call, k = 2 in the transformer evaluation, fewer repeats). Prints Markdown tables.
 """
 
 from __future__ import annotations
@@ -160,6 +165,55 @@ def step_table(px: int, refs: int, heads: int, head_dim: int, repeats: int) -> N
     print(f"\nmax |block - dense| = {diff:.2e}")
 
 
+def model_table(px: int, refs: int, repeats: int) -> None:
+    """One transformer evaluation of a random FLUX (2 double + 4 single blocks, 8 heads x 64) with
+    ``refs`` concat references and ``IsolateReferencesRule``: the processor with the dense plan vs the block plan."""
+    import torch
+    from diffusers import FluxTransformer2DModel
+
+    from smg_sdk.attention import IsolateReferencesRule
+    from smg_sdk.attention.passes import build_attention_pass
+    from smg_sdk.backends.flux.positions import grid_ids
+    from smg_sdk.backends.flux.processor import AttentionContext, install_stream_processors
+
+    torch.manual_seed(0)
+    model = FluxTransformer2DModel(in_channels=16, num_layers=2, num_single_layers=4, attention_head_dim=64,
+                                   num_attention_heads=8, joint_attention_dim=32, pooled_projection_dim=32,
+                                   guidance_embeds=True, axes_dims_rope=(16, 24, 24)).eval()
+    install_stream_processors(model)
+    conditions, image_tokens = _conditions(px, refs)
+    attention = build_attention_pass(conditions, image_tokens, [IsolateReferencesRule()])
+    dense_mask = attention.mask.copy()
+    _ = dense_mask.allowed  # dense mode: its plan is one call with the (1, 1, Q, K) additive mask
+    plans = {"dense": dense_mask.plan(), "block": attention.plan_at({})}
+    side = px // 16
+    ids = torch.cat([grid_ids(side, side)] + [s.position_ids for s in conditions.references])
+    inputs = dict(
+        hidden_states=torch.randn(1, ids.shape[0], 16), encoder_hidden_states=torch.randn(1, TEXT_TOKENS, 32),
+        pooled_projections=torch.randn(1, 32), timestep=torch.tensor([0.5]), guidance=torch.tensor([3.5]),
+        txt_ids=torch.zeros(TEXT_TOKENS, 3), img_ids=ids, return_dict=False,
+    )
+    times, outs = {}, {}
+    with torch.no_grad():
+        for name, plan in plans.items():
+            run = lambda: model(**inputs, joint_attention_kwargs={"smg": AttentionContext(plan=plan)})[0]
+            outs[name] = run()
+            samples = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                run()
+                samples.append(time.perf_counter() - start)
+            times[name] = statistics.median(samples)
+    diff = float((outs["block"] - outs["dense"]).abs().max())
+    print(f"\nOne transformer evaluation, random FLUX (2 double + 4 single blocks, 8 heads x 64): {px} px, k = {refs} "
+          f"concat references, IsolateReferencesRule (Q = K = {plans['block'].num_queries}), median of {repeats}")
+    print("| plan | seconds | vs dense |")
+    print("|---|---:|---:|")
+    for name, t in times.items():
+        print(f"| {name}: {plans[name].describe()} | {t:.3f} | {t / times['dense']:.2f}x |")
+    print(f"\nmax |block - dense| = {diff:.2e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="512 px only; a 256 px attention call")
@@ -168,6 +222,8 @@ def main() -> None:
     parser.add_argument("--step-px", type=int, default=512)
     parser.add_argument("--step-refs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--model-px", type=int, default=256)
+    parser.add_argument("--model-refs", type=int, default=4)
     parser.add_argument("--worker", nargs=3, metavar=("PATH", "PX", "K"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -183,6 +239,7 @@ def main() -> None:
     prep_table(sizes, [1, 2, 4])
     step_px = 256 if args.quick else args.step_px
     step_table(step_px, args.step_refs, args.heads, args.head_dim, 3 if args.quick else args.repeats)
+    model_table(args.model_px, 2 if args.quick else args.model_refs, 2 if args.quick else args.repeats)
 
 
 if __name__ == "__main__":
