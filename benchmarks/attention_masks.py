@@ -146,6 +146,14 @@ def step_table(px: int, refs: int, heads: int, head_dim: int, repeats: int) -> N
         "block": lambda: attend_blocks(plan, q, k, v),
         "unmasked (no rules)": lambda: dispatch_attention_fn(q, k, v),
     }
+    times, diff = _timed(runs, repeats)
+    _print_times(f"One attention call: {px} px, k = {refs} concat references (Q = K = {n}), {heads} heads x "
+                 f"{head_dim}, {torch.get_num_threads()} thread(s), median of {repeats}; block plan: {plan.describe()}",
+                 {name: (name, t) for name, t in times.items()}, diff)
+
+
+def _timed(runs: dict, repeats: int) -> tuple[dict[str, float], float]:
+    """Median seconds of each function after a warm-up call, and max |block - dense| of their outputs."""
     times, outs = {}, {}
     for name, fn in runs.items():
         outs[name] = fn()  # warm-up
@@ -155,13 +163,16 @@ def step_table(px: int, refs: int, heads: int, head_dim: int, repeats: int) -> N
             fn()
             samples.append(time.perf_counter() - start)
         times[name] = statistics.median(samples)
-    diff = float((outs["block"] - outs["dense"]).abs().max())
-    print(f"\nOne attention call: {px} px, k = {refs} concat references (Q = K = {n}), {heads} heads x {head_dim}, "
-          f"{torch.get_num_threads()} thread(s), median of {repeats}; block plan: {plan.describe()}")
+    return times, float((outs["block"] - outs["dense"]).abs().max())
+
+
+def _print_times(title: str, rows: dict[str, tuple[str, float]], diff: float) -> None:
+    """A Markdown table of ``{name: (label, seconds)}`` with each row's ratio to ``"dense"``."""
+    print(f"\n{title}\n")
     print("| path | seconds | vs dense |")
     print("|---|---:|---:|")
-    for name, t in times.items():
-        print(f"| {name} | {t:.4f} | {t / times['dense']:.2f}x |")
+    for label, t in rows.values():
+        print(f"| {label} | {t:.4f} | {t / rows['dense'][1]:.2f}x |")
     print(f"\nmax |block - dense| = {diff:.2e}")
 
 
@@ -193,25 +204,14 @@ def model_table(px: int, refs: int, repeats: int) -> None:
         pooled_projections=torch.randn(1, 32), timestep=torch.tensor([0.5]), guidance=torch.tensor([3.5]),
         txt_ids=torch.zeros(TEXT_TOKENS, 3), img_ids=ids, return_dict=False,
     )
-    times, outs = {}, {}
+    runs = {name: (lambda plan=plan: model(**inputs, joint_attention_kwargs={"smg": AttentionContext(plan=plan)})[0])
+            for name, plan in plans.items()}
     with torch.no_grad():
-        for name, plan in plans.items():
-            run = lambda: model(**inputs, joint_attention_kwargs={"smg": AttentionContext(plan=plan)})[0]
-            outs[name] = run()
-            samples = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                run()
-                samples.append(time.perf_counter() - start)
-            times[name] = statistics.median(samples)
-    diff = float((outs["block"] - outs["dense"]).abs().max())
-    print(f"\nOne transformer evaluation, random FLUX (2 double + 4 single blocks, 8 heads x 64): {px} px, k = {refs} "
-          f"concat references, IsolateReferencesRule (Q = K = {plans['block'].num_queries}), median of {repeats}")
-    print("| plan | seconds | vs dense |")
-    print("|---|---:|---:|")
-    for name, t in times.items():
-        print(f"| {name}: {plans[name].describe()} | {t:.3f} | {t / times['dense']:.2f}x |")
-    print(f"\nmax |block - dense| = {diff:.2e}")
+        times, diff = _timed(runs, repeats)
+    _print_times(f"One transformer evaluation, random FLUX (2 double + 4 single blocks, 8 heads x 64): {px} px, "
+                 f"k = {refs} concat references, IsolateReferencesRule (Q = K = {plans['block'].num_queries}), "
+                 f"median of {repeats}", {name: (f"{name}: {plans[name].describe()}", t) for name, t in times.items()},
+                 diff)
 
 
 def main() -> None:
@@ -235,7 +235,7 @@ def main() -> None:
     torch.set_num_threads(1)
     sizes = [512] if args.quick else [512, 1024]
     print(f"Attention-pass preparation, text {TEXT_TOKENS} tokens + image + k concat references (batch 1); "
-          "peak = peak RSS above the RSS before preparation, fresh process per row")
+          "peak = peak RSS above the RSS before preparation, fresh process per row\n")
     prep_table(sizes, [1, 2, 4])
     step_px = 256 if args.quick else args.step_px
     step_table(step_px, args.step_refs, args.heads, args.head_dim, 3 if args.quick else args.repeats)

@@ -104,8 +104,8 @@ def compile_plan(mask: JointAttentionMask, max_patterns: int = 32, check: bool =
     if mask.is_dense:
         additive = mask.additive()
         block = AttentionBlock(slice(0, layout.num_queries), (slice(0, layout.num_keys),), additive)
-        note = "dense: the mask's allowed/bias tensors were read or edited directly"
-        return AttentionPlan(layout.num_queries, layout.num_keys, (block,), (note,))
+        notes = () if additive is None else ("dense: the mask's allowed/bias tensors were read or edited directly",)
+        return AttentionPlan(layout.num_queries, layout.num_keys, (block,), notes)
     blocks: list[AttentionBlock] = []
     notes: list[str] = []
     empty: list[tuple[int, int]] = []
