@@ -2,12 +2,13 @@
 
 **Speed**: seconds per request for concat, cached, and cached + compact (1/2, 1/4) references at
 k = 1, 2, 4 on the benchmark config of issue 17 (the tiny preset's VAE and text encoders around a
-random FLUX transformer: 2 double + 4 single blocks, 8 heads x 64, 256 px, 8 steps; the shape
-``benchmarks/reference_modes.py`` describes), medians of ``--repeats`` after a warm-up, and the
+random FLUX transformer: 2 double + 4 single blocks, 8 heads x 64, 256 px, 8 steps, the shape the
+issue reports ``reference_modes.py``'s numbers on), medians of ``--repeats`` after a warm-up, and the
 speed-up over concat measured in this run.
 **Quality**: the shipped ``tiny`` preset at reference scale 1, 1/2, 1/4 on held-out SubjectWorld
 requests, scored by the oracle as ``smg eval subjectworld`` does (:func:`smg_sdk.eval.world_eval.evaluate`):
-identity (higher is better), copy_paste (lower), instruction (higher), mean and 95 % bootstrap interval.
+identity (all attributes read back), similarity (share of attributes read back: graded, so it moves while
+identity is at 0 for the shipped preset), copy_paste (lower is better), instruction, mean and 95 % bootstrap interval.
 
 Run: ``OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/compact_references.py [--quick]``
 (``--quick``: 4 samples per subject count, 2 repeats; ``--only speed|quality``).
@@ -25,7 +26,7 @@ from PIL import Image
 
 SCALES = (1.0, 0.5, 0.25)
 SPEED_CONFIGS = (("concat", 1.0), ("cached", 1.0), ("cached", 0.5), ("cached", 0.25))
-QUALITY_METRICS = ("identity", "copy_paste", "instruction")
+QUALITY_METRICS = ("identity", "similarity", "copy_paste", "instruction")
 
 
 def _label(mode: str, scale: float) -> str:

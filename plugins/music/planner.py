@@ -37,6 +37,8 @@ from .plan_format import PlanFormatError, parse_plan
 from .prompting import SYSTEM_PROMPT, compose_prompt, planner_message
 
 FALLBACKS = ("heuristic", "error")
+COT_TOKENS_PER_SUBJECT, COT_TOKENS_BASE = 48, 32
+"""The default chain-of-thought budget: ``48 * subjects + 32`` tokens (see ``max_cot_tokens``)."""
 
 
 class PlanningError(SMGError):
@@ -51,6 +53,8 @@ class MusicPlannerConfig:
     ``adapter_path``: a LoRA folder written by :func:`smg_plugins.music.training.train_planner`;
     ``max_attempts``: sampling rounds before falling back; ``max_new_tokens``: tokens per sample
     (None: ``max_cot_tokens`` + the longest layout block, counted with the model's tokenizer);
+    ``max_cot_tokens``: tokens allowed for the chain of thought (None: 48 per subject + 32; the
+    composed training data's CoTs take at most 63, 100, 136, 172, 205 tokens for 2..6 subjects);
     ``stop_early``: stop each sample at ``</layout>`` or at its first format mistake (False: every
     sample runs to the budget, e.g. to record whole outputs); ``fallback``: ``"heuristic"`` or
     ``"error"``; ``image_size``: side the references are resized to for the MLLM (default 64
@@ -66,7 +70,7 @@ class MusicPlannerConfig:
     cols: int = 8
     temperature: float = 0.9
     max_new_tokens: int | None = None
-    max_cot_tokens: int = 160
+    max_cot_tokens: int | None = None
     stop_early: bool = True
     max_attempts: int = 3
     image_size: int | None = None
@@ -84,7 +88,7 @@ class MusicPlannerConfig:
             raise SMGError(f"music planner fallback must be one of {', '.join(FALLBACKS)}, not {self.fallback!r}.")
         for name in ("max_attempts", "max_new_tokens", "max_cot_tokens", "rows", "cols"):
             value = getattr(self, name)
-            if name == "max_new_tokens" and value is None:
+            if name in ("max_new_tokens", "max_cot_tokens") and value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SMGError(f"music planner {name} must be a positive integer, got {value!r}.")
@@ -167,7 +171,7 @@ class MusicPlanner(Planner):
 
     # ------------------------------------------------------------------ planning
     def token_budget(self, num_subjects: int) -> int:
-        """New tokens per sample: ``max_new_tokens``, or ``max_cot_tokens`` + the longest layout block.
+        """New tokens per sample: ``max_new_tokens``, or the CoT budget + the longest layout block.
 
         The longest block is the format's frame (``<cot>``, ``</cot>``, ``<layout>``, ``</layout>``)
         around a ``rows x cols`` grid filled with the id that tokenizes longest (0..num_subjects).
@@ -178,7 +182,8 @@ class MusicPlanner(Planner):
         count = lambda text: len(self.mllm.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
         grids = ("\n".join([" ".join([str(k)] * cols)] * rows) for k in range(num_subjects + 1))
         frame = max(count(f"<cot>\n\n</cot>\n<layout>\n{grid}\n</layout>") for grid in grids)
-        return self.config.max_cot_tokens + frame
+        cot = self.config.max_cot_tokens
+        return (COT_TOKENS_PER_SUBJECT * num_subjects + COT_TOKENS_BASE if cot is None else cot) + frame
 
     def sample(self, request: Request, count: int, seed: int) -> list[str]:
         """``count`` raw plan texts from the MLLM for ``request`` (one batched generate call).
