@@ -10,10 +10,11 @@ when everything an encoder could read is the same:
   declares ``reads_prompt = False``, the ``prompt`` and ``negative_prompt``. Seeds, steps and
   guidance never reach an encoder (:class:`~smg_sdk.interfaces.ConditionEncoder` gets the
   request only to read its conditioning), so requests that differ only there share entries;
-- **the encoder and its settings**: the encoder object itself (held by a weak reference, so a
-  new object never inherits an old one's entries) and every public attribute of it holding a
-  plain value (``mode``, ``position``, ``adapter``, ``reference_scale``...), read at call time,
-  so changing an option after construction is a miss;
+- **the encoder, the backend and their settings**: each object itself (held by a weak
+  reference, so a new object never inherits an old one's entries) and every public attribute of
+  it holding a plain value (``mode``, ``position``, ``adapter``, ``reference_scale``...; the
+  backend's ``max_sequence_length``), read at call time, so changing an option after
+  construction is a miss;
 - **the weights**: every parameter and buffer of the backend's encoding modules
   (``backend.encoding_modules()``: VAE, CLIP, T5) and of the modules the encoder holds (up to
   two attributes deep: an MLLM wrapper's model, SigLIP + Redux), each by identity, device,
@@ -87,7 +88,8 @@ class EncodingCache:
         if torch.is_grad_enabled() or any(m.training for m in modules):
             return encoder.encode(request, backend)
         tensors = [t for m in modules for t in _tensors(m)]
-        key = (_settings(encoder), _inputs(request, getattr(encoder, "reads_prompt", True)), _weights(tensors, modules))
+        key = (_settings(encoder), _settings(backend), _inputs(request, getattr(encoder, "reads_prompt", True)),
+               _weights(tensors, modules))
         owners = [encoder, backend, *tensors]
         entry = self._entries.get(key)
         if entry is not None and all(ref() is obj for ref, obj in zip(entry.refs, owners)):
@@ -130,11 +132,11 @@ def _inputs(request: "Request", reads_prompt: bool) -> tuple:
     return subjects, request.height, request.width, request.size_multiple, prompt
 
 
-def _settings(encoder: Any) -> tuple:
-    """The encoder's class, identity and public plain-valued attributes (read now, not at construction)."""
-    plain = tuple(sorted((k, repr(v)) for k, v in vars(encoder).items()
+def _settings(component: Any) -> tuple:
+    """An encoder's (or backend's) class, identity and public plain-valued attributes (read now)."""
+    plain = tuple(sorted((k, repr(v)) for k, v in vars(component).items()
                          if not k.startswith("_") and _is_plain(v)))
-    return type(encoder).__module__, type(encoder).__qualname__, id(encoder), plain
+    return type(component).__module__, type(component).__qualname__, id(component), plain
 
 
 def _is_plain(value: Any) -> bool:

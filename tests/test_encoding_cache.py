@@ -97,6 +97,15 @@ def test_changed_encoder_settings_miss_and_give_their_own_result(backend):
     assert cache.misses == 3
 
 
+def test_changed_backend_settings_miss(backend):
+    cache, text = EncodingCache(), FluxTextEncoder()
+    request = _request(_pipe(backend))
+    long = _encode(cache, text, request, backend)
+    backend.max_sequence_length = 16  # the text encoders read it from the backend
+    short = _encode(cache, text, request, backend)
+    assert cache.misses == 2 and (long.streams[0].tokens.shape[1], short.streams[0].tokens.shape[1]) == (32, 16)
+
+
 def test_size_is_part_of_the_key(backend):
     cache, encoder, pipe = EncodingCache(), VAEReferenceEncoder(), _pipe(backend)
     small = _encode(cache, encoder, _request(pipe, size=64), backend)
