@@ -436,7 +436,7 @@ class SubjectPipeline:
             images = self.decode(request, groups, results, output_type)
         out = self.rank(request, images, plans, output_type, timings)
         out.encoder_calls, out.candidate_batches = encoded.encoder_calls, [list(g) for g in groups]
-        out.batches = [BatchRecord(list(g), r.trace, r.reference_passes) for g, r in zip(groups, results)]
+        out.batches = [BatchRecord(list(g), r.trace, r.reference_passes, r.attention) for g, r in zip(groups, results)]
         out.trace = out.batches[0].trace
         self.last_encoder_calls, self.last_candidate_batches = out.encoder_calls, out.candidate_batches
         return out

@@ -218,7 +218,7 @@ def test_sampling_does_per_call_work_once_not_per_step(backend, images, monkeypa
     torch.manual_seed(0)
     backend.add_stream_adapter("subject", rank=4, init_lora_weights=False)
     pipe = SubjectPipeline(backend, [FluxTextEncoder(), VAEReferenceEncoder(mode="concat", adapter="subject")],
-                           schedule=ConstantSchedule())
+                           schedule=ConstantSchedule(), encoding_cache=False)  # both calls encode
     pipe.set_progress_bar_config(disable=True)
     seen = []
     for steps in (1, 3):
@@ -226,6 +226,7 @@ def test_sampling_does_per_call_work_once_not_per_step(backend, images, monkeypa
         out = pipe("a photo of <1>", [Subject(images[0], "dog")], generator=torch.Generator().manual_seed(0),
                    num_inference_steps=steps, output_type="latent", height=64, width=64)
         assert len(out.trace) == steps
+        assert out.batches[0].attention == ["positive {}: 2 attention call(s): 2 unmasked, 0 with a key-row mask, 0 dense"]
         seen.append(dict(counts))
     assert seen[0] == seen[1], seen
     assert seen[0]["plan"] == 1 and seen[0]["activate"] == 1
