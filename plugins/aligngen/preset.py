@@ -129,7 +129,8 @@ def aligngen(path: str, dtype: str | None = None, device: str | None = None, *, 
     """
     from smg_sdk import FluxBackend, parse_dtype
 
-    config = AlignGenConfig.from_options(options)
+    paths = {k: str(v) for k, v in options.items() if k in ("redux_path", "siglip_path") and v is not None}
+    config = AlignGenConfig.from_options({**options, **paths})
     if config.redux_path is None:
         raise ConditionError("The aligngen preset needs redux_path=... (a FLUX.1-Redux-dev folder as downloaded, or a "
                              "ReduxImageEncoder folder together with siglip_path=...).")

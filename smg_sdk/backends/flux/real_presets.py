@@ -40,7 +40,7 @@ def reference_lora_preset(path: str | Path, lora_path: str | Path | None = None,
 
     backend = FluxBackend.from_pretrained(path, dtype=parse_dtype(dtype), max_sequence_length=max_sequence_length)
     if lora_path is not None:
-        backend.load_stream_adapter(REFERENCE_ADAPTER, lora_path)
+        backend.load_stream_adapter(REFERENCE_ADAPTER, str(lora_path))
     pipe = tiny_pipeline(backend, reference_mode, position, REFERENCE_ADAPTER if lora_path is not None else None)
     pipe.defaults = dict(REFERENCE_LORA_DEFAULTS)
     return pipe.place(device, None, offload)
