@@ -24,8 +24,8 @@ def build_backend(layers: int, single_layers: int):
 
     pipe = FluxPipeline.from_pretrained(str(tiny_flux_path()), local_files_only=True)
     torch.manual_seed(0)
-    pipe.transformer = FluxTransformer2DModel(
-        in_channels=16, num_layers=layers, num_single_layers=single_layers, attention_head_dim=32,
+    pipe.transformer = FluxTransformer2DModel(  # the tiny VAE's packed latent width, so its references fit
+        in_channels=pipe.transformer.config.in_channels, num_layers=layers, num_single_layers=single_layers, attention_head_dim=32,
         num_attention_heads=4, joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=True,
         axes_dims_rope=(8, 12, 12),
     )

@@ -54,6 +54,7 @@ from .types import PLACEHOLDER, BatchRecord, Plan, PipelineOutput, Request, Subj
 
 _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     ".pipeline": ("SubjectPipeline",),
+    ".encoding_cache": ("EncodingCache",),
     ".backends.base": ("Backend",),
     ".backends.flux": ("FluxBackend",),
     ".sampling": ("CachedReferenceOptions", "SampleResult", "SamplingCall", "prepare_sampling"),
@@ -90,7 +91,7 @@ __all__ = [
     "Aggregator", "AttentionPass", "AttentionRule", "AttentionRuleError", "Backend", "BackendError",
     "BatchRecord", "CachedReferenceOptions", "ClipEmbedder", "CompositionError", "ConditionEncoder",
     "ConditionError", "ConditionSet", "ConditionStream", "ConfigError", "DataError", "DataLookupError",
-    "DenoisingSchedule", "FlowMatchingTrainer", "FluxBackend", "JointAttentionMask", "JointLayout",
+    "DenoisingSchedule", "EncodingCache", "FlowMatchingTrainer", "FluxBackend", "JointAttentionMask", "JointLayout",
     "LoopConfig", "ModelLoadError", "PLACEHOLDER", "PipelineOutput", "Plan", "PlacementError", "PlanError", "Planner",
     "PluginError", "RESUME_MAY_CHANGE", "RegistryError", "Request", "RequestError", "SMGError", "SampleResult",
     "SamplingCall", "SceneJudge", "ScheduleError", "StreamSpec", "Subject", "SubjectPipeline", "TINY_DEFAULTS",

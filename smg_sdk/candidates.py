@@ -30,19 +30,23 @@ from .plans import plans_for_rows
 from .types import Request
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .encoding_cache import EncodingCache
     from .interfaces import ConditionEncoder
 
 PLAN_KEYS = ("plan", "plans")
 """Request-level meta keys that may differ between candidates batched together."""
 
 def encode_shared(
-    encoders: Sequence["ConditionEncoder"], backend: Any, requests: Sequence[Request]
+    encoders: Sequence["ConditionEncoder"], backend: Any, requests: Sequence[Request],
+    cache: "EncodingCache | None" = None,
 ) -> tuple[list[ConditionSet], dict[str, int]]:
     """The merged encoder outputs for each request (which may differ only in their prompt).
 
     Returns the condition sets in ``requests`` order and the number of calls made per encoder
-    (``{"<i>:<ClassName>": calls}``), for logs and tests.
+    (``{"<i>:<ClassName>": calls}``, counting calls answered by ``cache`` too), for logs and tests.
+    With ``cache``, each call goes through :meth:`~smg_sdk.encoding_cache.EncodingCache.encode`.
     """
+    run = cache.encode if cache is not None else (lambda encoder, request, backend: encoder.encode(request, backend))
     prompts: list[str] = []
     for r in requests:
         if r.prompt not in prompts:
@@ -52,12 +56,12 @@ def encode_shared(
     calls: dict[str, int] = {}
     for i, encoder in enumerate(encoders):
         key = f"{i}:{type(encoder).__name__}"
-        first = encoder.encode(by_prompt[prompts[0]], backend)
+        first = run(encoder, by_prompt[prompts[0]], backend)
         calls[key] = 1
         outputs[prompts[0]].append(first)
         for prompt in prompts[1:]:
             if getattr(encoder, "reads_prompt", True):
-                outputs[prompt].append(encoder.encode(by_prompt[prompt], backend))
+                outputs[prompt].append(run(encoder, by_prompt[prompt], backend))
                 calls[key] += 1
             else:
                 outputs[prompt].append(first)

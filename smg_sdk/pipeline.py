@@ -24,6 +24,7 @@ from .call_checks import as_subjects, check_call_options, check_latents, run_cal
 from .candidates import batch_groups, encode_shared, stack
 from .conditions import ConditionSet
 from .contracts import check_composition
+from .encoding_cache import EncodingCache, as_encoding_cache
 from .errors import PlacementError, RequestError
 from .interfaces import Aggregator, AttentionRule, ConditionEncoder, DenoisingSchedule, Planner, Verifier
 from .plugins.manager import get_registry
@@ -95,6 +96,7 @@ class SubjectPipeline:
         planner: Planner | None = None,
         verifier: Verifier | None = None,
         defaults: dict[str, Any] | None = None,
+        encoding_cache: EncodingCache | bool = True,
     ):
         check_composition(list(encoders), list(aggregators), list(rules), schedule, planner, verifier)
         self.backend = backend
@@ -105,6 +107,8 @@ class SubjectPipeline:
         self.planner = planner
         self.verifier = verifier
         self.defaults: dict[str, Any] = dict(defaults or {})
+        self.encoding_cache: EncodingCache | None = as_encoding_cache(encoding_cache)
+        """Encoder outputs kept for repeated references (:mod:`smg_sdk.encoding_cache`); None: off."""
         self._progress = True
         self._own_lock = threading.RLock()
         self.last_encoder_calls: dict[str, int] = {}
@@ -138,8 +142,12 @@ class SubjectPipeline:
         planner: ComponentSpec = None,
         verifier: ComponentSpec = None,
         defaults: dict[str, Any] | None = None,
+        encoding_cache: EncodingCache | bool = True,
     ) -> "SubjectPipeline":
         """Assemble a pipeline; string specs are looked up in the plugin registry.
+
+        ``encoding_cache``: reuse encoder outputs for repeated references and prompts (True,
+        the default; False turns it off; or an :class:`~smg_sdk.encoding_cache.EncodingCache`).
 
         The components' declared contracts are checked (by ``__init__``): a component that needs
         a stream or ``meta`` key no component before it provides raises
@@ -156,6 +164,7 @@ class SubjectPipeline:
             build_component("planner", planner),
             build_component("verifier", verifier),
             defaults,
+            encoding_cache,
         )
 
     @classmethod
@@ -427,7 +436,7 @@ class SubjectPipeline:
             images = self.decode(request, groups, results, output_type)
         out = self.rank(request, images, plans, output_type, timings)
         out.encoder_calls, out.candidate_batches = encoded.encoder_calls, [list(g) for g in groups]
-        out.batches = [BatchRecord(list(g), r.trace, r.reference_passes) for g, r in zip(groups, results)]
+        out.batches = [BatchRecord(list(g), r.trace, r.reference_passes, r.attention) for g, r in zip(groups, results)]
         out.trace = out.batches[0].trace
         self.last_encoder_calls, self.last_candidate_batches = out.encoder_calls, out.candidate_batches
         return out
@@ -450,13 +459,15 @@ class SubjectPipeline:
         """Stage 2: condition sets (batch ``num_images_per_prompt``) per plan, and for the negative prompt.
 
         Encoders whose output does not depend on the plan run once for all candidates (see
-        :mod:`smg_sdk.candidates`); aggregators run per candidate (:meth:`_aggregate`).
+        :mod:`smg_sdk.candidates`), through :attr:`encoding_cache` when it is on; aggregators
+        run per candidate (:meth:`_aggregate`).
         """
         effective = [_with_plan_prompt(request, plan) for plan in plans]
         needs_negative = request.negative_prompt is not None and request.true_cfg_scale > 1
         negative_request = request.negative() if needs_negative else None
         encoded, calls = encode_shared(
-            self.encoders, self.backend, effective + ([negative_request] if negative_request is not None else [])
+            self.encoders, self.backend, effective + ([negative_request] if negative_request is not None else []),
+            self.encoding_cache,
         )
         rows = request.num_images_per_prompt
         positives = [self._aggregate(c, plan, req, rows) for c, plan, req in zip(encoded, plans, effective)]

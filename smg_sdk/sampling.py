@@ -50,11 +50,17 @@ class CachedReferenceOptions:
 
 @dataclass
 class SampleResult:
-    """Final packed latents ``(B, tokens, channels)``, the per-step stream weights, and how many reference passes ran."""
+    """Final packed latents ``(B, tokens, channels)``, the per-step stream weights, and how many reference passes ran.
+
+    ``attention``: one line per pass and distinct step weights saying how the backend ran
+    the joint attention (e.g. the FLUX backend's attention calls by group blocks, and any
+    dense-mask fallback with its reason); empty when the backend does not report it.
+    """
 
     latents: torch.Tensor
     trace: list[dict[str, float]] = field(default_factory=list)
     reference_passes: int = 0
+    attention: list[str] = field(default_factory=list)
 
 
 @dataclass

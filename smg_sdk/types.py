@@ -303,11 +303,16 @@ class Plan:
 
 @dataclass
 class BatchRecord:
-    """One sampler call of a generation: which candidates it ran, and its per-step stream weights."""
+    """One sampler call of a generation: which candidates it ran, and its per-step stream weights.
+
+    ``attention``: how the backend ran the joint attention, one line per pass and distinct step
+    weights (for the FLUX backend: attention calls by group blocks, and any dense fallback and why).
+    """
 
     candidates: list[int]
     trace: list[dict[str, float]] = field(default_factory=list)
     reference_passes: int = 0
+    attention: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -130,4 +130,62 @@ def parse_plan(text: str, num_subjects: int, rows: int = 8, cols: int = 8) -> Pl
     return Plan(cot=cot, layout=layout)
 
 
-__all__ = ["PlanFormatError", "TAGS", "format_plan", "format_spec", "parse_plan"]
+def prefix_problem(text: str, num_subjects: int, rows: int = 8, cols: int = 8) -> str | None:
+    """Why no continuation of ``text`` can be a valid plan, or None while one still can.
+
+    A sampler stops a sequence as soon as this returns a reason (chatter before ``<cot>``, a
+    tag inside the chain of thought, a placeholder beyond ``<num_subjects>``, a word, a long row,
+    an id above ``num_subjects`` or a row too many in the grid...), since :func:`parse_plan`
+    would reject the finished text for the same reason. Text that is complete
+    (``</layout>`` written) is left to :func:`parse_plan`.
+    """
+    text = text.lstrip()
+    if not text.startswith("<cot>"):
+        return None if "<cot>".startswith(text) else f"starts with {text[:20]!r} instead of <cot>"
+    rest = text[len("<cot>"):]
+    end = rest.find("</cot>")
+    cot, after = (rest, None) if end < 0 else (rest[:end], rest[end + len("</cot>"):].lstrip())
+    problem = _cot_problem(cot, num_subjects)
+    if problem or after is None:
+        return problem
+    if not after.startswith("<layout>"):
+        return None if "<layout>".startswith(after) else f"{after[:20]!r} after </cot> instead of <layout>"
+    grid = after[len("<layout>"):]
+    if "</layout>" in grid:
+        return None
+    partial_tag = grid.rfind("<")
+    if partial_tag >= 0 and "</layout>".startswith(grid[partial_tag:]):
+        grid = grid[:partial_tag]
+    return _grid_problem(grid, num_subjects, rows, cols)
+
+
+def _cot_problem(cot: str, num_subjects: int) -> str | None:
+    for tag in TAGS:
+        if tag in cot:
+            return f"the tag {tag} inside the chain of thought"
+    wrong = [k for k in (int(v) for v in PLACEHOLDER.findall(cot)) if not 1 <= k <= num_subjects]
+    return f"the chain of thought names <{wrong[0]}> of {num_subjects} subjects" if wrong else None
+
+
+def _grid_problem(grid: str, num_subjects: int, rows: int, cols: int) -> str | None:
+    """The problem of an unfinished grid (its last line may be partial), or None."""
+    *done, last = grid.split("\n")
+    complete = [line.strip() for line in done if line.strip()]
+    if len(complete) > rows or (len(complete) == rows and last.strip()):
+        return f"more than {rows} layout rows"
+    for line in complete:
+        if not _ROW.fullmatch(line) or len(line.split()) != cols:
+            return f"layout row {line[:30]!r} is not {cols} whole numbers"
+        if max(int(v) for v in line.split()) > num_subjects:
+            return f"a layout id above {num_subjects}"
+    if last.strip() and not re.fullmatch(r"[\d \t\r]*", last):
+        return f"layout row {last.strip()[:30]!r} is not whole numbers"
+    numbers = last.split()
+    if len(numbers) > cols:
+        return f"a layout row longer than {cols} numbers"
+    if any(int(v) > num_subjects for v in numbers):  # writing more digits never makes a number smaller
+        return f"a layout id above {num_subjects}"
+    return None
+
+
+__all__ = ["PlanFormatError", "TAGS", "format_plan", "format_spec", "parse_plan", "prefix_problem"]

@@ -8,6 +8,15 @@ still missing after that comes from the heuristic planner, with the reason, ever
 and the raw samples recorded in ``plan.notes``. With the tiny preset's random Qwen2.5-VL that
 fallback is what happens; a model trained with :mod:`.training` writes valid plans.
 
+**Cost.** The ``N`` candidates of a round are sampled in one batched ``generate`` call (KV cache
+on), and each sequence stops as soon as it is done or lost: at the stop string ``</layout>``
+(the end of the layout block), or as soon as its text can no longer become a valid plan
+(:func:`.plan_format.prefix_problem`: chatter before ``<cot>``, a word in the grid...), so a
+sample the parser would reject costs the tokens up to its first mistake, not the whole budget.
+The budget (``max_new_tokens``, default derived from the format) is ``max_cot_tokens`` plus the
+tokens of the longest layout block the format allows for the request's subject count. The call
+ends when every sequence has stopped.
+
 The MLLM is the core's :func:`smg_sdk.mllm.load_mllm`, so the planner shares one loaded model
 with any other component that reads the same folder (Squeeze-MLLM's encoder, for instance).
 """
@@ -28,6 +37,8 @@ from .plan_format import PlanFormatError, parse_plan
 from .prompting import SYSTEM_PROMPT, compose_prompt, planner_message
 
 FALLBACKS = ("heuristic", "error")
+COT_TOKENS_PER_SUBJECT, COT_TOKENS_BASE = 48, 32
+"""The default chain-of-thought budget: ``48 * subjects + 32`` tokens (see ``max_cot_tokens``)."""
 
 
 class PlanningError(SMGError):
@@ -40,7 +51,12 @@ class MusicPlannerConfig:
 
     ``model_path``: a local Qwen2.5-VL-class folder (default: the embedded tiny one);
     ``adapter_path``: a LoRA folder written by :func:`smg_plugins.music.training.train_planner`;
-    ``max_attempts``: sampling rounds before falling back; ``fallback``: ``"heuristic"`` or
+    ``max_attempts``: sampling rounds before falling back; ``max_new_tokens``: tokens per sample
+    (None: ``max_cot_tokens`` + the longest layout block, counted with the model's tokenizer);
+    ``max_cot_tokens``: tokens allowed for the chain of thought (None: 48 per subject + 32; the
+    composed training data's CoTs take at most 63, 100, 136, 172, 205 tokens for 2..6 subjects);
+    ``stop_early``: stop each sample at ``</layout>`` or at its first format mistake (False: every
+    sample runs to the budget, e.g. to record whole outputs); ``fallback``: ``"heuristic"`` or
     ``"error"``; ``image_size``: side the references are resized to for the MLLM (default 64
     for the tiny model, 448 otherwise); ``cot_in_prompt``: the chain of thought joins the prompt;
     ``num_threads``: torch intra-op threads while sampling (default: 1 for the tiny model, whose
@@ -53,7 +69,9 @@ class MusicPlannerConfig:
     rows: int = 8
     cols: int = 8
     temperature: float = 0.9
-    max_new_tokens: int = 320
+    max_new_tokens: int | None = None
+    max_cot_tokens: int | None = None
+    stop_early: bool = True
     max_attempts: int = 3
     image_size: int | None = None
     torch_dtype: str | None = None
@@ -68,8 +86,10 @@ class MusicPlannerConfig:
     def __post_init__(self) -> None:
         if self.fallback not in FALLBACKS:
             raise SMGError(f"music planner fallback must be one of {', '.join(FALLBACKS)}, not {self.fallback!r}.")
-        for name in ("max_attempts", "max_new_tokens", "rows", "cols"):
+        for name in ("max_attempts", "max_new_tokens", "max_cot_tokens", "rows", "cols"):
             value = getattr(self, name)
+            if name in ("max_new_tokens", "max_cot_tokens") and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SMGError(f"music planner {name} must be a positive integer, got {value!r}.")
         if not self.temperature > 0:
@@ -105,6 +125,8 @@ class MusicPlanner(Planner):
             config = dataclasses.replace(config, **settings)
         self.config = config
         self._mllm = mllm
+        self.stop_reasons: list[str | None] = []
+        """Why each sample of the last round stopped early (None: it did not); see :meth:`sample`."""
         self.heuristic = HeuristicPlanner(rows=config.rows, cols=config.cols, cot_in_prompt=config.cot_in_prompt)
         defaults = MusicPlannerConfig()
         self.register_to_config(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)
@@ -148,8 +170,27 @@ class MusicPlanner(Planner):
         return 64 if self.config.model_path is None else 448
 
     # ------------------------------------------------------------------ planning
+    def token_budget(self, num_subjects: int) -> int:
+        """New tokens per sample: ``max_new_tokens``, or the CoT budget + the longest layout block.
+
+        The longest block is the format's frame (``<cot>``, ``</cot>``, ``<layout>``, ``</layout>``)
+        around a ``rows x cols`` grid filled with the id that tokenizes longest (0..num_subjects).
+        """
+        if self.config.max_new_tokens is not None:
+            return self.config.max_new_tokens
+        rows, cols = self.config.rows, self.config.cols
+        count = lambda text: len(self.mllm.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+        grids = ("\n".join([" ".join([str(k)] * cols)] * rows) for k in range(num_subjects + 1))
+        frame = max(count(f"<cot>\n\n</cot>\n<layout>\n{grid}\n</layout>") for grid in grids)
+        cot = self.config.max_cot_tokens
+        return (COT_TOKENS_PER_SUBJECT * num_subjects + COT_TOKENS_BASE if cot is None else cot) + frame
+
     def sample(self, request: Request, count: int, seed: int) -> list[str]:
-        """``count`` raw plan texts from the MLLM for ``request`` (one generate call)."""
+        """``count`` raw plan texts from the MLLM for ``request`` (one batched generate call).
+
+        Each text ends at ``</layout>``, at its first departure from the format (the reason is in
+        ``self.stop_reasons``, one entry per text, None where it did not happen) or at the budget.
+        """
         mllm = self.mllm
         inputs = mllm.build_inputs(
             planner_message(request, self.config.rows, self.config.cols),
@@ -162,17 +203,23 @@ class MusicPlanner(Planner):
         previous = torch.get_num_threads()
         if threads:
             torch.set_num_threads(threads)
+        from transformers import StoppingCriteriaList  # here: registering the plugin must not import transformers
+
+        from .stopping import FormatWatch
+
+        watch = FormatWatch(mllm.tokenizer, inputs.tensors["input_ids"].shape[-1], len(request.subjects),
+                            self.config.rows, self.config.cols)
+        stops = {"stop_strings": ["</layout>"], "tokenizer": mllm.tokenizer,
+                 "stopping_criteria": StoppingCriteriaList([watch])} if self.config.stop_early else {}
         try:
-            return mllm.generate(
-                inputs,
-                max_new_tokens=self.config.max_new_tokens,
-                temperature=self.config.temperature,
-                do_sample=True,
-                seed=seed,
-                num_return_sequences=count,
+            texts = mllm.generate(
+                inputs, max_new_tokens=self.token_budget(len(request.subjects)), temperature=self.config.temperature,
+                do_sample=True, seed=seed, num_return_sequences=count, use_cache=True, **stops,
             )
         finally:
             torch.set_num_threads(previous)
+        self.stop_reasons = watch.reasons
+        return texts
 
     def plan(self, request: Request, num_plans: int, generator: torch.Generator | None = None) -> list[Plan]:
         n = len(request.subjects)
@@ -188,12 +235,15 @@ class MusicPlanner(Planner):
             if not pending:
                 break
             seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+            self.stop_reasons = []
             texts = self.sample(request, len(pending), seed)
-            for i, text in zip(pending, texts):
+            reasons = list(self.stop_reasons) + [None] * len(texts)
+            for i, text, reason in zip(pending, texts, reasons):
                 try:
                     parsed = parse_plan(text, n, cfg.rows, cfg.cols)
                 except PlanFormatError as exc:
-                    errors[i].append(f"attempt {attempt}: {exc}")
+                    stopped = f" (sampling stopped early: {reason})" if reason else ""
+                    errors[i].append(f"attempt {attempt}: {exc}{stopped}")
                     samples[i].append(text[:300])
                     continue
                 prompt = compose_prompt(request, parsed.cot) if cfg.cot_in_prompt else None

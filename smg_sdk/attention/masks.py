@@ -9,20 +9,25 @@ Queries are the same sequence without the cached references (their keys/values a
 appended from the cache, they are not recomputed). Rules address groups of tokens by
 *selector*: a stream name, ``"image"``, ``"kind:text"``, ``"kind:reference"`` or ``"*"``.
 
-The mask keeps two tensors: ``allowed`` (bool) and ``bias`` (float). Rules can only clear
-``allowed`` or add to ``bias``, so no rule can unblock a pair another rule blocked.
+The mask is the list of the rules' edits per group pair (block pairs, or add a logit bias),
+each restricted to some tokens of the two groups; its dense form has two tensors, ``allowed``
+(bool) and ``bias`` (float). Rules can only clear ``allowed`` or add to ``bias``, so no rule
+can unblock a pair another rule blocked.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Sequence, Union
+from typing import TYPE_CHECKING, Literal, Sequence, Union
 
 import torch
 
 from ..conditions import ConditionSet
 from ..errors import AttentionRuleError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .blocks import AttentionPlan
 
 GroupKind = Literal["text", "image", "reference"]
 
@@ -126,28 +131,101 @@ row ``b`` only. Anything ``torch.as_tensor`` reads as bools is accepted.
 """
 
 
+@dataclass(frozen=True)
+class MaskOp:
+    """One rule edit on one (query group, key group) block of the mask, kept without a dense tensor.
+
+    ``rows``: bool ``(batch, Lq)`` over the query group's tokens, or None for every token;
+    ``cols``: bool ``(batch, Lk)`` over the key group's tokens, or None for every token.
+    ``value``: None blocks the selected pairs; a float adds that logit offset to them. The
+    pairs an op touches are ``rows[b, i] and cols[b, j]`` (an outer product per batch row).
+    """
+
+    query: str
+    key: str
+    rows: torch.Tensor | None
+    cols: torch.Tensor | None
+    value: float | None
+
+
 class JointAttentionMask:
     """Allowed pairs and additive bias over ``(batch, queries, keys)`` of one pass.
 
-    ``allowed``: bool ``(batch, num_queries, num_keys)``, True where a query may attend to a
-    key. ``bias``: float ``(batch, num_queries, num_keys)``, added to the attention logits.
+    The mask is stored as the list of edits (:class:`MaskOp`, one per group pair), each
+    ``O(batch x tokens)``, never as a ``queries x keys`` tensor; :meth:`plan` turns it into
+    attention calls by group blocks (:mod:`smg_sdk.attention.blocks`).
     :meth:`block`, :meth:`restrict_keys` and :meth:`add_bias` take the same keyword-only
     arguments in the same order: ``queries``, ``keys`` (selectors, see
     :meth:`JointLayout.select`), then the operation's own value, then ``query_tokens`` and
     ``key_tokens`` (:data:`TokenMask` over each selected group; None = every token).
-    Unknown selectors and token masks of the wrong shape raise :class:`AttentionRuleError`.
+    Unknown selectors and token masks of the wrong shape raise :class:`AttentionRuleError`
+    and leave the mask unchanged.
+
+    ``allowed`` (bool) and ``bias`` (float), both ``(batch, num_queries, num_keys)``, are the
+    dense view: reading or assigning either materializes both and switches this mask to
+    *dense mode*, where the tensors are the truth (edits apply to them, in-place changes
+    stick) and the pass runs with the dense additive mask (its plan says so).
     """
 
     def __init__(self, layout: JointLayout, batch_size: int = 1):
         self.layout = layout
         self.batch_size = batch_size
-        self.allowed = torch.ones(batch_size, layout.num_queries, layout.num_keys, dtype=torch.bool)
-        self.bias = torch.zeros(batch_size, layout.num_queries, layout.num_keys)
+        self.ops: list[MaskOp] = []
+        self._dense: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def is_dense(self) -> bool:
+        """True once ``allowed``/``bias`` were read or assigned (see the class docstring)."""
+        return self._dense is not None
+
+    def _densify(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._dense is None:
+            self._dense = self.materialize()
+        return self._dense
+
+    @property
+    def allowed(self) -> torch.Tensor:
+        """Bool ``(batch, num_queries, num_keys)``, True where a query may attend to a key (dense mode)."""
+        return self._densify()[0]
+
+    @allowed.setter
+    def allowed(self, value: torch.Tensor) -> None:
+        self._dense = (value, self._densify()[1])
+
+    @property
+    def bias(self) -> torch.Tensor:
+        """Float ``(batch, num_queries, num_keys)`` added to the attention logits (dense mode)."""
+        return self._densify()[1]
+
+    @bias.setter
+    def bias(self, value: torch.Tensor) -> None:
+        self._dense = (self._densify()[0], value)
+
+    def materialize(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dense ``(allowed, bias)``, each ``(batch, num_queries, num_keys)``, without changing the mode."""
+        if self._dense is not None:
+            return self._dense[0].clone(), self._dense[1].clone()
+        shape = (self.batch_size, self.layout.num_queries, self.layout.num_keys)
+        allowed, bias = torch.ones(shape, dtype=torch.bool), torch.zeros(shape)
+        for op in self.ops:
+            self._apply_dense(op, allowed, bias)
+        return allowed, bias
+
+    def _apply_dense(self, op: MaskOp, allowed: torch.Tensor, bias: torch.Tensor) -> None:
+        qg, kg = self.layout.group(op.query), self.layout.group(op.key)
+        rows = op.rows if op.rows is not None else torch.ones(self.batch_size, qg.length, dtype=torch.bool)
+        cols = op.cols if op.cols is not None else torch.ones(self.batch_size, kg.length, dtype=torch.bool)
+        pairs = rows[:, :, None] & cols[:, None, :]
+        if op.value is None:
+            allowed[:, qg.span, kg.span] &= ~pairs
+        else:
+            bias[:, qg.span, kg.span] += pairs.float() * op.value
 
     def copy(self) -> "JointAttentionMask":
-        other = JointAttentionMask.__new__(JointAttentionMask)
-        other.layout, other.batch_size = self.layout, self.batch_size
-        other.allowed, other.bias = self.allowed.clone(), self.bias.clone()
+        other = JointAttentionMask(self.layout, self.batch_size)
+        other.ops = list(self.ops)  # ops are immutable: sharing them is safe
+        if self._dense is not None:
+            other._dense = (self._dense[0].clone(), self._dense[1].clone())
         return other
 
     def _token_rows(self, group: TokenGroup, tokens: TokenMask | None, argument: str) -> torch.Tensor:
@@ -166,20 +244,26 @@ class JointAttentionMask:
             f"for every batch row or ({self.batch_size}, {group.length}) for one row of tokens per batch row."
         )
 
-    def _pairs(
-        self, queries: str, keys: str, query_tokens: TokenMask | None, key_tokens: TokenMask | None
-    ) -> torch.Tensor:
-        """Bool ``(batch, num_queries, num_keys)``: the selected (query token, key token) pairs."""
+    def _edit(
+        self, queries: str, keys: str, query_tokens: TokenMask | None, key_tokens: TokenMask | None,
+        value: float | None,
+    ) -> None:
+        """Record one block/bias edit on every selected group pair (all arguments checked first)."""
         query_groups, key_groups = self.layout.select(queries), self.layout.select(keys)
-        rows = torch.zeros(self.batch_size, self.layout.num_queries, dtype=torch.bool)
-        for qg in query_groups:
-            selected = self._token_rows(qg, query_tokens, "query_tokens")
-            if qg.is_query:  # a cached group has no queries in this pass
-                rows[:, qg.span] = selected
-        cols = torch.zeros(self.batch_size, self.layout.num_keys, dtype=torch.bool)
-        for kg in key_groups:
-            cols[:, kg.span] = self._token_rows(kg, key_tokens, "key_tokens")
-        return rows[:, :, None] & cols[:, None, :]
+        rows = [(qg, self._token_rows(qg, query_tokens, "query_tokens")) for qg in query_groups]
+        cols = [(kg, self._token_rows(kg, key_tokens, "key_tokens")) for kg in key_groups]
+        ops = []
+        for qg, r in rows:
+            if not qg.is_query or not bool(r.any()):  # a cached group has no queries in this pass
+                continue
+            for kg, c in cols:
+                if bool(c.any()):
+                    ops.append(MaskOp(qg.name, kg.name, _compact(r), _compact(c), value))
+        for op in ops:
+            if self._dense is not None:
+                self._apply_dense(op, *self._dense)
+            else:
+                self.ops.append(op)
 
     def block(
         self,
@@ -196,7 +280,7 @@ class JointAttentionMask:
         over each group ``keys`` selects. None selects every token. Clears ``allowed`` on
         the selected pairs; a blocked pair stays blocked whatever runs later.
         """
-        self.allowed &= ~self._pairs(queries, keys, query_tokens, key_tokens)
+        self._edit(queries, keys, query_tokens, key_tokens, None)
 
     def restrict_keys(
         self,
@@ -213,8 +297,10 @@ class JointAttentionMask:
         ``(batch, Lk)``, narrows which keys are restricted (None: all of them). Same as
         ``block(queries=..., keys=..., query_tokens=~query_tokens, key_tokens=...)``.
         """
-        for qg in self.layout.select(queries):
-            region = self._token_rows(qg, query_tokens, "query_tokens")
+        regions = [(qg, self._token_rows(qg, query_tokens, "query_tokens")) for qg in self.layout.select(queries)]
+        for kg in self.layout.select(keys):
+            self._token_rows(kg, key_tokens, "key_tokens")
+        for qg, region in regions:
             self.block(queries=qg.name, keys=keys, query_tokens=~region, key_tokens=key_tokens)
 
     def add_bias(
@@ -237,7 +323,7 @@ class JointAttentionMask:
                 f"Attention bias {value} on {keys!r} is not finite; use block() to forbid pairs and add_bias() "
                 "only with finite values."
             )
-        self.bias += self._pairs(queries, keys, query_tokens, key_tokens).float() * float(value)
+        self._edit(queries, keys, query_tokens, key_tokens, float(value))
 
     def apply_stream_weights(self, weights: dict[str, float]) -> None:
         """A schedule's weights: 0 hides a stream's keys from every *other* group; w adds log(w).
@@ -258,24 +344,50 @@ class JointAttentionMask:
                 else:
                     self.add_bias(queries=other.name, keys=name, value=math.log(w))
 
+    def plan(self, max_patterns: int = 32) -> "AttentionPlan":
+        """The attention calls this mask runs as (see :func:`smg_sdk.attention.blocks.compile_plan`)."""
+        from .blocks import compile_plan
+
+        return compile_plan(self, max_patterns)
+
     @property
     def is_trivial(self) -> bool:
-        return bool(self.allowed.all()) and not bool(self.bias.any())
+        """True when nothing is masked: every pair allowed, no bias."""
+        if self._dense is not None:
+            return bool(self._dense[0].all()) and not bool(self._dense[1].any())
+        from .blocks import compile_plan
+
+        return compile_plan(self, check=False).is_trivial
 
     def additive(self, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> torch.Tensor | None:
-        """The ``(batch, 1, queries, keys)`` additive mask for SDPA, or None when nothing is masked."""
+        """The dense ``(batch, 1, queries, keys)`` additive mask for SDPA, or None when nothing is masked.
+
+        Builds ``queries x keys`` tensors: the reference the block path (:meth:`plan`) is
+        tested against. Raises :class:`AttentionRuleError` when a query may attend to no key.
+        """
         if self.is_trivial:
             return None
-        empty = ~self.allowed.any(dim=-1)
+        allowed, bias = self._dense if self._dense is not None else self.materialize()
+        empty = ~allowed.any(dim=-1)
         if empty.any():
             b, q = (int(i) for i in empty.nonzero()[0])
-            name = next(g.name for g in self.layout.groups if g.is_query and g.start <= q < g.stop)
-            raise AttentionRuleError(
-                f"After the attention rules, query token {q} (group {name!r}, batch {b}) may attend to no key; "
-                "a rule blocks too much (does one block image->image?)."
-            )
-        out = self.bias.masked_fill(~self.allowed, float("-inf"))
+            raise empty_row_error(self.layout, b, q)
+        out = bias.masked_fill(~allowed, float("-inf"))
         return out[:, None].to(device=device, dtype=dtype)
+
+
+def empty_row_error(layout: JointLayout, batch_row: int, query: int) -> AttentionRuleError:
+    """The error for query token ``query`` of ``batch_row`` left with no key to attend to."""
+    name = next(g.name for g in layout.groups if g.is_query and g.start <= query < g.stop)
+    return AttentionRuleError(
+        f"After the attention rules, query token {query} (group {name!r}, batch {batch_row}) may attend to no key; "
+        "a rule blocks too much (does one block image->image?)."
+    )
+
+
+def _compact(tokens: torch.Tensor) -> torch.Tensor | None:
+    """None for a token mask that selects every token, else a private copy (callers may reuse theirs)."""
+    return None if bool(tokens.all()) else tokens.clone()
 
 
 def isolate_independent_streams(mask: JointAttentionMask, conditions: ConditionSet) -> None:

@@ -4,18 +4,19 @@ Everything that gives :class:`~smg_sdk.interfaces.AttentionRule` and
 :class:`~smg_sdk.interfaces.DenoisingSchedule` their meaning lives here, independent of the
 backend: the token layout, the independence of streams, the rules' mask, which query tokens
 each stream adapter applies to, and the schedule's per-step stream weights. A backend only
-turns the resulting :class:`JointAttentionMask` into its attention kernel's input (FLUX:
-``JointAttentionMask.additive``) and routes the adapters to the query tokens given.
+runs the resulting :class:`~smg_sdk.attention.blocks.AttentionPlan` (attention by group
+blocks, see :mod:`smg_sdk.attention.blocks`) and routes the adapters to the query tokens given.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
 import torch
 
 from ..conditions import ConditionSet
+from .blocks import AttentionPlan
 from .masks import JointAttentionMask, JointLayout, isolate_independent_streams
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -33,12 +34,16 @@ class AttentionPass:
     - ``adapter_queries``: per stream adapter, a ``(Q,)`` bool mask of the query tokens it
       applies to (the OR of its streams' tokens; text and concat streams only, since cached
       streams run in a pass of their own).
+
+    :meth:`plan_at` compiles each distinct set of step weights once and keeps it, so a
+    generation builds its attention structure once, not every step.
     """
 
     conditions: ConditionSet
     layout: JointLayout
     mask: JointAttentionMask
     adapter_queries: dict[str, torch.Tensor]
+    _plans: dict[tuple, AttentionPlan] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def mask_at(self, weights: dict[str, float]) -> JointAttentionMask:
         """The mask of one step: the pass's mask with the schedule's ``weights`` applied (a copy if any is not 1)."""
@@ -47,6 +52,18 @@ class AttentionPass:
         mask = self.mask.copy()
         mask.apply_stream_weights(weights)
         return mask
+
+    def plan_at(self, weights: dict[str, float]) -> AttentionPlan:
+        """The attention calls of one step (the mask with ``weights``), compiled on first use of these weights.
+
+        Raises :class:`~smg_sdk.errors.AttentionRuleError` for an invalid weight or when a
+        query may attend to no key. The plan stays valid while ``mask`` is not edited.
+        """
+        key = weights_key(weights)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self.mask_at(weights).plan()
+        return plan
 
     @property
     def cached_streams(self) -> list:
@@ -57,6 +74,11 @@ class AttentionPass:
     def concat_streams(self) -> list:
         """Reference streams appended to the image sequence (``mode="concat"``)."""
         return [s for s in self.conditions.references if s.mode == "concat"]
+
+
+def weights_key(weights: dict[str, float]) -> tuple[tuple[str, float], ...]:
+    """A hashable key of one step's stream weights, in their order (the order edits apply in)."""
+    return tuple((name, float(w)) for name, w in weights.items())
 
 
 def build_attention_pass(

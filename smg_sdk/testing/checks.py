@@ -166,7 +166,8 @@ def check_aggregator(aggregator: Aggregator, conditions: ConditionSet, request: 
 
 def check_rule(rule: AttentionRule, conditions: ConditionSet, request: Request | None = None,
                image_tokens: int = 16, seed: int = 0) -> JointAttentionMask:
-    """Rules: never unblock a pair, keep shapes, add only finite bias, deterministic, inputs untouched."""
+    """Rules: never unblock a pair, keep shapes, add only finite bias, deterministic, inputs untouched,
+    and the same mask whether kept as edits (the block path) or as dense tensors."""
     if not isinstance(rule, AttentionRule):
         raise _fail("rule", rule, "must subclass smg_sdk.AttentionRule")
     batch = int(conditions.streams[0].tokens.shape[0]) if conditions.streams else 1
@@ -189,8 +190,21 @@ def check_rule(rule: AttentionRule, conditions: ConditionSet, request: Request |
         raise _fail("rule", rule, "two applications to the same mask differ (not deterministic)")
     if any(not torch.equal(t0, s.tokens) for (_, t0, _), s in zip(snapshot, conditions)):
         raise _fail("rule", rule, "modified the condition streams")
+    _check_block_path(rule, layout, batch, conditions, request)
     _check_config("rule", rule)
     return mask
+
+
+def _check_block_path(rule: AttentionRule, layout: JointLayout, batch: int, conditions: ConditionSet,
+                      request: Request | None) -> None:
+    """The rule gives the same mask kept as edits (the sampler's block path) as on the dense view."""
+    structured, dense = JointAttentionMask(layout, batch), JointAttentionMask(layout, batch)
+    _ = dense.allowed  # dense mode
+    rule.apply(structured, conditions, request)
+    rule.apply(dense, conditions, request)
+    (a, b), (c, d) = structured.materialize(), dense.materialize()
+    if not torch.equal(a, c) or not torch.equal(b, d):
+        raise _fail("rule", rule, "gives a different mask through its edits than on the dense allowed/bias view")
 
 
 def check_schedule(schedule: DenoisingSchedule, conditions: ConditionSet, num_steps: Sequence[int] = (1, 4, 28)) -> None:

@@ -60,6 +60,13 @@ class VAEReferenceEncoder(ConditionEncoder):
     box (square side, default: the target's size). References keep their aspect ratio: each is
     fitted inside the box and padded to whole tokens (policy ``"fit-pad"``, see
     :mod:`smg_sdk.images`), so a non-square reference has a grid of its own.
+
+    ``reference_scale`` (``1``, ``1/2``, ``1/3``, ``1/4``...: ``1/n`` for a whole ``n``) encodes
+    each reference in a box ``n`` times smaller per side, ``n**2`` times fewer tokens, with its
+    position ids multiplied by ``n`` so it spans the target's coordinate range (OminiControl2's
+    compact token representation, position scaling; :mod:`.positions`). Works with both modes.
+    Raises :class:`~smg_sdk.errors.ConditionError` for another value, and at encode time when
+    the reduced box is not a whole number of tokens.
     """
 
     reads_prompt = False  # references depend only on the subject images
@@ -74,6 +81,7 @@ class VAEReferenceEncoder(ConditionEncoder):
         size: int | None = None,
         independent: bool = True,
         prefix: str = "ref",
+        reference_scale: float = 1.0,
     ):
         if mode not in ("concat", "cached"):
             raise ConditionError(f"vae-reference mode must be 'concat' or 'cached', not {mode!r}.")
@@ -83,6 +91,8 @@ class VAEReferenceEncoder(ConditionEncoder):
             raise ConditionError("A cached reference must be independent (it attends only to itself).")
         self.mode, self.position, self.adapter = mode, position, adapter
         self.size, self.independent, self.prefix = size, independent, prefix
+        self.reference_scale = reference_scale
+        self.reduction = reduction_factor(reference_scale)
 
     def encode(self, request: Request, backend: "FluxBackend") -> ConditionSet:
         if not request.subjects:
@@ -90,9 +100,11 @@ class VAEReferenceEncoder(ConditionEncoder):
         h = w = self.size
         if h is None:
             h, w = request.height, request.width
+        h, w = self._reduced_box(h, w, backend.size_multiple)
         encode = getattr(backend, "encode_references", None) or backend.encode_images  # older backends: stretched
         encoded = encode([s.pil() for s in request.subjects], h, w)
-        ids = reference_ids(self.position, backend.token_grid(request.height, request.width), [e.grid for e in encoded])
+        ids = reference_ids(self.position, backend.token_grid(request.height, request.width), [e.grid for e in encoded],
+                            step=self.reduction)
         streams = [
             ConditionStream(
                 name=f"{self.prefix}{k + 1}",
@@ -107,3 +119,28 @@ class VAEReferenceEncoder(ConditionEncoder):
             for k, (e, pos) in enumerate(zip(encoded, ids))
         ]
         return ConditionSet(streams)
+
+    def _reduced_box(self, height: int, width: int, multiple: int) -> tuple[int, int]:
+        """The reference box ``height x width`` (px) at ``reference_scale``; ConditionError if not whole tokens."""
+        n = self.reduction
+        if n == 1:
+            return height, width
+        if height % (n * multiple) or width % (n * multiple):
+            raise ConditionError(
+                f"vae-reference reference_scale=1/{n} makes the {height}x{width} reference box "
+                f"{height / n:g}x{width / n:g} px, not a multiple of {multiple} px (whole tokens); use a box whose "
+                f"sides are multiples of {n * multiple} (size= or the request's size) or a larger reference_scale."
+            )
+        return height // n, width // n
+
+
+def reduction_factor(reference_scale: float) -> int:
+    """The whole ``n`` with ``reference_scale == 1/n``; ConditionError for any other value."""
+    bad = isinstance(reference_scale, bool) or not isinstance(reference_scale, (int, float))
+    n = round(1 / reference_scale) if not bad and 0 < reference_scale <= 1 else 0
+    if n < 1 or abs(reference_scale * n - 1) > 1e-6:
+        raise ConditionError(
+            f"vae-reference reference_scale must be 1/n for a whole n (1, 0.5, 0.25, ...): the reference is "
+            f"encoded at 1/n of its box side; got {reference_scale!r}."
+        )
+    return n

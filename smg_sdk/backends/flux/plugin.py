@@ -28,28 +28,35 @@ def flux_backend(path: str | None = None, *, manifest: dict | None = None, folde
 
 
 def tiny_pipeline(backend, reference_mode: str = "concat", position: str = "kontext",
-                  adapter: str | None = None) -> "SubjectPipeline":
+                  adapter: str | None = None, reference_scale: float = 1.0) -> "SubjectPipeline":
     """The tiny preset's composition around ``backend``: T5/CLIP text + VAE references
-    (``reference_mode``, ``position``) with the stream LoRA ``adapter`` on the reference tokens."""
+    (``reference_mode``, ``position``, ``reference_scale``: compact references, see
+    :class:`.encoders.VAEReferenceEncoder`) with the stream LoRA ``adapter`` on the reference tokens."""
     from ...pipeline import SubjectPipeline
     from ...plugins.manager import get_registry
     from ...presets.tiny import TINY_DEFAULTS
 
     registry = get_registry()
     defaults = {k: v for k, v in TINY_DEFAULTS.items() if k != "max_sequence_length"}
+    compact = {"reference_scale": reference_scale} if reference_scale != 1 else {}  # the manifest records only a choice
     return SubjectPipeline(
         backend,
         encoders=[
             registry.build("encoder", "flux-text"),
-            registry.build("encoder", "vae-reference", mode=reference_mode, position=position, adapter=adapter),
+            registry.build("encoder", "vae-reference", mode=reference_mode, position=position, adapter=adapter,
+                           **compact),
         ],
         schedule=registry.build("schedule", "constant"),
         defaults=defaults,
     )
 
 
-def tiny_preset(reference_mode: str = "concat", position: str = "kontext") -> "SubjectPipeline":
+def tiny_preset(reference_mode: str = "concat", position: str = "kontext",
+                reference_scale: float = 1.0) -> "SubjectPipeline":
     """The embedded tiny FLUX: text + VAE references, runs in seconds on a CPU.
+
+    ``reference_scale=0.5`` (or ``0.25``) encodes compact references: a quarter (a sixteenth)
+    of the tokens, positions scaled to the target grid.
 
     When the package ships a trained subject adapter (``presets/tiny/subject_lora/``), it is
     loaded as the stream LoRA ``subject`` and routed to the reference tokens only.
@@ -62,7 +69,8 @@ def tiny_preset(reference_mode: str = "concat", position: str = "kontext") -> "S
     lora = tiny_subject_lora_path()
     if lora is not None:
         backend.load_stream_adapter(SUBJECT_ADAPTER, lora)
-    return tiny_pipeline(backend, reference_mode, position, SUBJECT_ADAPTER if lora is not None else None)
+    return tiny_pipeline(backend, reference_mode, position, SUBJECT_ADAPTER if lora is not None else None,
+                         reference_scale)
 
 
 def register(registry: "Registry") -> None:

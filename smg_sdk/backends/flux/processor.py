@@ -6,8 +6,10 @@ carries an :class:`AttentionContext` in ``joint_attention_kwargs["smg"]``:
 
 - ``record`` mode: stores each layer's post-RoPE keys and values (the reference pass of a
   cached stream);
-- ``main`` mode: appends recorded keys/values of cached streams to the keys and applies the
-  joint additive mask built from the rules and the schedule.
+- ``main`` mode: appends recorded keys/values of cached streams to the keys and runs the
+  joint attention as the pass's :class:`~smg_sdk.attention.blocks.AttentionPlan` (built from
+  the rules and the schedule): one ``dispatch_attention_fn`` call per block, with only the
+  keys that block may see and no mask where none is needed (:func:`attend_blocks`).
 
 With no context it is FluxAttnProcessor, so an installed processor never changes a plain run.
 
@@ -28,6 +30,8 @@ from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.transformers.transformer_flux import _get_qkv_projections
 
+from ...attention.blocks import AttentionPlan
+
 KV = tuple[torch.Tensor, torch.Tensor]
 
 FOLLOWS_DIFFUSERS = "0.42.1"
@@ -39,13 +43,13 @@ class AttentionContext:
     """Per-pass instructions for every :class:`StreamAttnProcessor` of a model."""
 
     mode: Literal["main", "record"] = "main"
-    mask: torch.Tensor | None = None
+    plan: AttentionPlan | None = None
     cached: list[dict[str, KV]] = field(default_factory=list)
     recorded: dict[str, KV] = field(default_factory=dict)
 
 
 class StreamAttnProcessor:
-    """FluxAttnProcessor plus key/value recording, appending and a joint mask.
+    """FluxAttnProcessor plus key/value recording, appending and attention by the pass's plan.
 
     ``layer`` is the processor's name in ``transformer.attn_processors``; it keys the cache.
     """
@@ -92,17 +96,17 @@ class StreamAttnProcessor:
             elif smg.cached:
                 key = torch.cat([key] + [kv[self.layer][0] for kv in smg.cached], dim=1)
                 value = torch.cat([value] + [kv[self.layer][1] for kv in smg.cached], dim=1)
-            if smg.mask is not None:
-                attention_mask = smg.mask
-
-        hidden_states = dispatch_attention_fn(
-            query,
-            key,
-            value,
-            attn_mask=attention_mask,
-            backend=self._attention_backend,
-            parallel_config=self._parallel_config,
-        )
+        if smg is not None and smg.plan is not None:  # smg: one call per block of the pass's plan
+            hidden_states = attend_blocks(smg.plan, query, key, value, self._attention_backend, self._parallel_config)
+        else:
+            hidden_states = dispatch_attention_fn(
+                query,
+                key,
+                value,
+                attn_mask=attention_mask,
+                backend=self._attention_backend,
+                parallel_config=self._parallel_config,
+            )
         hidden_states = hidden_states.flatten(2, 3).to(query.dtype)
 
         if encoder_hidden_states is not None:
@@ -115,6 +119,34 @@ class StreamAttnProcessor:
             encoder_hidden_states = attn.to_add_out(encoder_hidden_states.contiguous())
             return hidden_states, encoder_hidden_states
         return hidden_states
+
+
+def attend_blocks(plan: AttentionPlan, query, key, value, backend=None, parallel_config=None) -> torch.Tensor:
+    """Joint attention of ``query`` ``(B, Q, H, D)`` over ``key``/``value`` ``(B, K, H, D)`` run as ``plan``.
+
+    Each :class:`~smg_sdk.attention.blocks.AttentionBlock` is one ``dispatch_attention_fn``
+    call on its queries and the key spans it may see (a view when they are one span), with its
+    mask or none; the results land at the block's query positions. Returns ``(B, Q, H, D)``.
+    Equals attention with the dense mask of the same rules (tests/test_block_attention.py).
+    """
+    if len(plan.blocks) == 1 and plan.blocks[0].queries == slice(0, plan.num_queries):
+        block = plan.blocks[0]
+        return dispatch_attention_fn(query, _keys(key, block.keys), _keys(value, block.keys),
+                                     attn_mask=block.mask, backend=backend, parallel_config=parallel_config)
+    out = query.new_empty(query.shape)
+    for block in plan.blocks:
+        q = query[:, block.queries] if isinstance(block.queries, slice) else query.index_select(1, block.queries)
+        part = dispatch_attention_fn(q, _keys(key, block.keys), _keys(value, block.keys),
+                                     attn_mask=block.mask, backend=backend, parallel_config=parallel_config)
+        out[:, block.queries] = part
+    return out
+
+
+def _keys(tensor: torch.Tensor, spans: tuple[slice, ...]) -> torch.Tensor:
+    """``tensor``'s positions in ``spans`` along dim 1, concatenated (a view for one span)."""
+    if len(spans) == 1:
+        return tensor[:, spans[0]]
+    return torch.cat([tensor[:, s] for s in spans], dim=1)
 
 
 def install_stream_processors(transformer) -> None:

@@ -7,7 +7,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smg_plugins.music.plan_format import TAGS, PlanFormatError, format_plan, parse_plan
+from smg_plugins.music.plan_format import TAGS, PlanFormatError, format_plan, parse_plan, prefix_problem
 from smg_sdk import Plan
 from smg_sdk.conditions import ConditionSet
 from smg_sdk.errors import PlanError
@@ -134,3 +134,35 @@ def test_plans_for_rows():
     assert plans_for_rows(ConditionSet(), 3) == [None, None, None]
     with pytest.raises(PlanError):
         plans_for_rows(ConditionSet(meta={"plans": [a]}), 2)
+
+
+@SETTINGS
+@given(valid_plans())
+def test_no_prefix_of_a_valid_plan_is_flagged(case):
+    """A sampler stopping at prefix_problem never cuts a plan the parser would accept."""
+    plan, n, rows, cols = case
+    text = "\n " + format_plan(plan)
+    assert all(prefix_problem(text[:end], n, rows, cols) is None for end in range(len(text) + 1))
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("Sure! <cot>", "instead of <cot>"),
+    ("<cot> <1> and <4>", "names <4> of 3 subjects"),
+    ("<cot>a <layout>", "the tag <layout> inside the chain of thought"),
+    ("<cot>a</cot>\nthe layout:", "after </cot> instead of <layout>"),
+    ("<cot>a</cot>\n<layout>\n1 2 0 x", "is not whole numbers"),
+    ("<cot>a</cot>\n<layout>\n1 2 0 3 1", "longer than 4 numbers"),
+    ("<cot>a</cot>\n<layout>\n1 2 5", "a layout id above 3"),
+    ("<cot>a</cot>\n<layout>\n1 2 0\n", "is not 4 whole numbers"),
+    ("<cot>a</cot>\n<layout>\n" + "1 2 3 0\n" * 4 + "0", "more than 4 layout rows"),
+])
+def test_prefix_problem_names_the_first_mistake(text, reason):
+    assert reason in prefix_problem(text, 3, 4, 4)
+    with pytest.raises(PlanFormatError):  # and the parser rejects the text whatever follows
+        parse_plan(text + "\n</cot>\n<layout>\n" + "1 2 3 0\n" * 4 + "</layout>", 3, 4, 4)
+
+
+def test_prefix_problem_allows_what_the_parser_allows():
+    spaced = "<cot>a</cot>\n\n<layout>\n 1 2 0 3 \r\n\n1 2 0 3\t"  # blank lines, spaces, CRLF: all parse
+    assert prefix_problem(spaced, 3, 4, 4) is None
+    assert parse_plan(spaced + "\n" + "1 2 3 0\n" * 2 + "</layout>", 3, 4, 4).layout.shape == (4, 4)
