@@ -34,9 +34,24 @@ from typing import Any, Iterable, Iterator
 
 import torch
 
-from .errors import PlacementError
+from .errors import PlacementError, RequestError
 
 GROUP_OFFLOAD_TYPES = ("block_level", "leaf_level")
+DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+          "fp32": torch.float32, "float32": torch.float32}
+"""The ``dtype`` names the real-model presets accept."""
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """``"bf16"``/``"fp16"``/``"fp32"`` (or their long names, a torch dtype, None) as a torch dtype.
+
+    Raises :class:`~smg_sdk.errors.RequestError` naming the accepted names otherwise.
+    """
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if str(dtype) not in DTYPES:
+        raise RequestError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}.")
+    return DTYPES[str(dtype)]
 
 
 @dataclass

@@ -110,21 +110,33 @@ def aligngen_tiny(seed: int = 0, **options: Any) -> SubjectPipeline:
         return build_aligngen(backend, config, defaults)
 
 
-def aligngen(path: str, torch_dtype: str | None = None, device: str | None = None, **options: Any) -> SubjectPipeline:
+def aligngen(path: str, dtype: str | None = None, device: str | None = None, *, offload: str | None = None,
+             torch_dtype: str | None = None, max_sequence_length: int = 512, **options: Any) -> SubjectPipeline:
     """AlignGen on a local FLUX.1 folder (diffusers format); Redux from ``redux_path`` (FLUX.1-Redux-dev as
     downloaded), SigLIP from its ``image_encoder/`` or from ``siglip_path``.
 
-    Defaults follow the paper: 28 steps, guidance 3.5, 512 x 512.
+    What a user downloads: ``black-forest-labs/FLUX.1-dev`` (``model_index.json``, ``transformer/``,
+    ``vae/``, ``text_encoder/``, ``tokenizer/``, ``text_encoder_2/``, ``tokenizer_2/``,
+    ``scheduler/``) and ``black-forest-labs/FLUX.1-Redux-dev`` (``model_index.json``,
+    ``image_encoder/``, ``feature_extractor/``, ``image_embedder/``). ``dtype`` (``bf16``
+    default, ``fp16``, ``fp32``; ``torch_dtype`` is its older name, also as ``"bfloat16"``) is
+    the FLUX models'; SigLIP and Redux load in float32 (small; they cast their inputs).
+    ``device`` and ``offload`` (None, ``"model"``, ``"group"``) as :meth:`SubjectPipeline.place`.
+    Other keywords are :class:`AlignGenConfig` fields. Defaults follow the paper: 28 steps,
+    guidance 3.5, 512 x 512. Raises ``ConditionError`` without ``redux_path`` or with both
+    ``dtype`` and ``torch_dtype``, ``RequestError`` for an unknown dtype, ``PlacementError``
+    for an unknown offload.
     """
-    import torch
+    from smg_sdk import FluxBackend, parse_dtype
 
-    from smg_sdk import FluxBackend
-
-    config = AlignGenConfig.from_options(options)
+    paths = {k: str(v) for k, v in options.items() if k in ("redux_path", "siglip_path") and v is not None}
+    config = AlignGenConfig.from_options({**options, **paths})
     if config.redux_path is None:
         raise ConditionError("The aligngen preset needs redux_path=... (a FLUX.1-Redux-dev folder as downloaded, or a "
                              "ReduxImageEncoder folder together with siglip_path=...).")
-    dtype = getattr(torch, torch_dtype) if torch_dtype else None
-    backend = FluxBackend.from_pretrained(path, dtype=dtype, device=device)
+    if dtype is not None and torch_dtype is not None:
+        raise ConditionError("aligngen: pass dtype= or torch_dtype= (its older name), not both.")
+    dtype = dtype or torch_dtype or "bf16"
+    backend = FluxBackend.from_pretrained(path, dtype=parse_dtype(dtype), max_sequence_length=max_sequence_length)
     defaults = {"height": 512, "width": 512, "num_inference_steps": 28, "guidance_scale": 3.5}
-    return build_aligngen(backend, config, defaults)
+    return build_aligngen(backend, config, defaults).place(device, None, offload)

@@ -17,7 +17,7 @@ def smg_register(registry) -> None:
     from .heuristic import HeuristicPlanner
     from .layout_rule import LayoutAttentionRule
     from .planner import MusicPlanner
-    from .preset import music_tiny
+    from .preset import music, music_tiny
     from .verifiers import ClipTextVerifier, JudgeVerifier
 
     registry.add_planner("music", MusicPlanner)
@@ -26,3 +26,4 @@ def smg_register(registry) -> None:
     registry.add_verifier("clip-text", ClipTextVerifier)
     registry.add_verifier("scene-judge", JudgeVerifier)
     registry.add_preset("music-tiny", music_tiny)
+    registry.add_preset("music", music)

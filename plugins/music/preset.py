@@ -1,10 +1,31 @@
-"""The ``music-tiny`` preset: the tiny FLUX with MUSIC's planner, layout rule and verifier."""
+"""MUSIC presets: ``music-tiny`` (the embedded tiny FLUX) and ``music`` (local models).
+
+Both are the FLUX text + VAE-reference pipeline with MUSIC's planner, ``music-layout`` rule and
+``clip-text`` verifier. ``music``: what a user downloads is ``black-forest-labs/FLUX.1-dev``
+(diffusers format: ``model_index.json``, ``transformer/``, ``vae/``, ``text_encoder/``,
+``tokenizer/``, ``text_encoder_2/``, ``tokenizer_2/``, ``scheduler/``), a Qwen2.5-VL planner
+folder (``Qwen/Qwen2.5-VL-7B-Instruct`` as published), optionally the planner LoRA folder
+:func:`smg_plugins.music.training.train_planner` writes, optionally a reference LoRA file, and
+``openai/clip-vit-large-patch14`` for the verifier (``config.json``, ``model.safetensors``,
+``preprocessor_config.json``, tokenizer files).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from smg_sdk import SubjectPipeline, get_registry
+from smg_sdk import SubjectPipeline, get_registry, parse_dtype
+
+MUSIC_DEFAULTS: dict[str, Any] = {"height": 512, "width": 512, "num_inference_steps": 28, "guidance_scale": 3.5}
+"""FLUX.1-dev's 28 steps and guidance 3.5 at 512 px (the MUSIC paper's own settings are not recorded here)."""
+
+
+def with_music(base: SubjectPipeline, planner: Any, verifier: Any, layout_mode: str = "hard",
+               defaults: dict[str, Any] | None = None) -> SubjectPipeline:
+    """``base`` with MUSIC's layout rule (``layout_mode``), ``planner`` and ``verifier`` added."""
+    rule = get_registry().build("rule", "music-layout", mode=layout_mode)
+    return SubjectPipeline(base.backend, base.encoders, base.aggregators, [*base.rules, rule], base.schedule,
+                           planner, verifier, defaults=base.defaults if defaults is None else defaults)
 
 
 def music_tiny(planner: str = "music", layout_mode: str = "hard", reference_mode: str = "concat",
@@ -12,8 +33,34 @@ def music_tiny(planner: str = "music", layout_mode: str = "hard", reference_mode
     """Tiny FLUX + ``music`` (or ``music-heuristic``) planner + ``music-layout`` + ``clip-text``."""
     registry = get_registry()
     tiny = SubjectPipeline.from_preset("tiny", reference_mode=reference_mode)
-    return SubjectPipeline(
-        tiny.backend, tiny.encoders, tiny.aggregators, [*tiny.rules, registry.build("rule", "music-layout", mode=layout_mode)],
-        tiny.schedule, registry.build("planner", planner, **planner_settings), registry.build("verifier", "clip-text"),
-        defaults=tiny.defaults,
-    )
+    return with_music(tiny, registry.build("planner", planner, **planner_settings),
+                      registry.build("verifier", "clip-text"), layout_mode)
+
+
+def music(path: str, planner_path: str, clip_path: str, planner_adapter_path: str | None = None,
+          lora_path: str | None = None, *, layout_mode: str = "hard", reference_mode: str = "concat",
+          position: str = "omini", dtype: str | None = "bf16", device: str | None = None,
+          offload: str | None = None, max_sequence_length: int = 512, **planner_settings: Any) -> SubjectPipeline:
+    """MUSIC on local FLUX.1, Qwen2.5-VL planner and CLIP folders (see the module docstring for the downloads).
+
+    ``path``: a diffusers-format FLUX.1 folder; ``planner_path``: the planner MLLM folder;
+    ``planner_adapter_path``: its trained LoRA folder (without it the base MLLM plans, and
+    unparseable plans fall back to the heuristic); ``clip_path``: the verifier's CLIP folder;
+    ``lora_path``: a reference LoRA as in the ``reference-lora`` preset. ``dtype`` (``bf16``
+    default, ``fp16``, ``fp32``) is every model's; ``device`` and ``offload`` (None,
+    ``"model"``, ``"group"``) as :meth:`SubjectPipeline.place`. Other keywords are
+    ``music`` planner settings (``max_attempts``, ``temperature``...). Raises
+    :class:`~smg_sdk.RequestError` for an unknown dtype and :class:`~smg_sdk.PlacementError`
+    for an unknown offload.
+    """
+    name = str(parse_dtype(dtype)).removeprefix("torch.") if dtype is not None else None
+    registry = get_registry()
+    base = SubjectPipeline.from_preset("reference-lora", path=path, lora_path=lora_path, dtype=dtype,
+                                       reference_mode=reference_mode, position=position,
+                                       max_sequence_length=max_sequence_length)
+    load_on = device if offload in (None, "none") else None
+    planner = registry.build("planner", "music", model_path=str(planner_path),
+                             adapter_path=str(planner_adapter_path) if planner_adapter_path else None,
+                             torch_dtype=name, device=load_on, **planner_settings)
+    verifier = registry.build("verifier", "clip-text", model_path=str(clip_path), torch_dtype=name, device=load_on)
+    return with_music(base, planner, verifier, layout_mode, dict(MUSIC_DEFAULTS)).place(device, None, offload)

@@ -13,7 +13,7 @@ def smg_register(registry) -> None:
     """Components this plugin provides."""
     from .encoder import MLLMConditionEncoder
     from .pooling import DualLayerAggregation, FixedLayers, LAPAggregator, LastLayer
-    from .preset import squeeze_tiny
+    from .preset import squeeze, squeeze_tiny
     from .schedule import MultiStageSchedule
 
     registry.add_encoder("squeeze-mllm", MLLMConditionEncoder)
@@ -23,3 +23,4 @@ def smg_register(registry) -> None:
     registry.add_aggregator("fixed-layers", FixedLayers)
     registry.add_schedule("multistage", MultiStageSchedule)
     registry.add_preset("squeeze-tiny", squeeze_tiny)
+    registry.add_preset("squeeze", squeeze)

@@ -83,6 +83,7 @@ def register(registry: "Registry") -> None:
     registry.add_preset("tiny", tiny_preset)
     registry.add_preset("reference-lora", reference_lora)
     registry.add_preset("omini", reference_lora)
+    registry.add_preset("composed", composed)
 
 
 def reference_lora(path: str, lora_path: str | None = None, **options: Any) -> "SubjectPipeline":
@@ -90,3 +91,10 @@ def reference_lora(path: str, lora_path: str | None = None, **options: Any) -> "
     from .real_presets import reference_lora_preset
 
     return reference_lora_preset(path, lora_path, **options)
+
+
+def composed(path: str, redux_path: str, mllm_path: str, clip_path: str, **options: Any) -> "SubjectPipeline":
+    """``composed``: AlignGen + Squeeze-MLLM + MUSIC on one local FLUX.1 (see :mod:`.real_presets`)."""
+    from .real_presets import composed_preset
+
+    return composed_preset(path, redux_path, mllm_path, clip_path, **options)
