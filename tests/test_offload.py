@@ -20,7 +20,8 @@ def composed():
     registry = get_registry()
     pipe = SubjectPipeline(squeeze.backend, [*squeeze.encoders, registry.build("encoder", "redux", side="text")],
                            squeeze.aggregators, squeeze.rules, squeeze.schedule,
-                           verifier=registry.build("verifier", "clip-text"), defaults=squeeze.defaults)
+                           verifier=registry.build("verifier", "clip-text"), defaults=squeeze.defaults,
+                           encoding_cache=False)  # every run encodes, so every model's hook must fire
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
