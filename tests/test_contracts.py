@@ -148,15 +148,27 @@ def assert_declared_and_clean(pipe: SubjectPipeline) -> None:
             assert not undeclared, f"{type(component).__name__} does not declare {undeclared}"
 
 
-@pytest.mark.parametrize("name", in_tree_presets())
-def test_every_in_tree_preset_composes_cleanly(name):
-    assert {"tiny", "squeeze-tiny", "music-tiny", "aligngen-tiny"} <= set(in_tree_presets())
-    options = {}
-    if name == "aligngen":
-        from smg_sdk.presets.tiny import tiny_flux_path, tiny_redux_path, tiny_siglip_path
+def _real_preset_options(name: str, tmp_path_factory) -> dict:
+    """Local folders for the real-model presets: the embedded tiny models (Redux-dev in its published layout)."""
+    from smg_sdk.presets.tiny import tiny_clip_path, tiny_flux_path, tiny_qwen_vl_path, tiny_redux_path, tiny_siglip_path
 
-        options = dict(path=str(tiny_flux_path()), siglip_path=str(tiny_siglip_path()),
-                       redux_path=str(tiny_redux_path()), rank=4)
+    flux, qwen, clip = str(tiny_flux_path()), str(tiny_qwen_vl_path()), str(tiny_clip_path())
+    if name == "aligngen":
+        return dict(path=flux, siglip_path=str(tiny_siglip_path()), redux_path=str(tiny_redux_path()), rank=4)
+    if name == "composed":
+        import real_layouts
+
+        redux = str(real_layouts.flux_redux_dev(tmp_path_factory.mktemp("redux")))
+        return dict(path=flux, redux_path=redux, mllm_path=qwen, clip_path=clip, dtype="fp32")
+    return {"reference-lora": dict(path=flux, dtype="fp32"), "omini": dict(path=flux, dtype="fp32"),
+            "squeeze": dict(path=flux, mllm_path=qwen, dtype="fp32"),
+            "music": dict(path=flux, planner_path=qwen, clip_path=clip, dtype="fp32")}.get(name, {})
+
+
+@pytest.mark.parametrize("name", in_tree_presets())
+def test_every_in_tree_preset_composes_cleanly(name, tmp_path_factory):
+    assert {"tiny", "squeeze-tiny", "music-tiny", "aligngen-tiny", "squeeze", "music", "composed"} <= set(in_tree_presets())
+    options = _real_preset_options(name, tmp_path_factory)
     assert_declared_and_clean(SubjectPipeline.from_preset(name, **options))
 
 
