@@ -84,6 +84,14 @@ def request_flops(backend, pipe, request, conditions, args) -> float:
     return args.steps * step + record
 
 
+def add_model_arguments(parser) -> None:
+    """The benchmark config's shape options (``build_pipeline`` reads them): 2 double + 4 single blocks, 8 heads x 64."""
+    parser.add_argument("--layers", type=int, default=2, help="double-stream blocks")
+    parser.add_argument("--single-layers", type=int, default=4, help="single-stream blocks")
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--head-dim", type=int, default=64)
+
+
 def build_pipeline(args):
     """diffusers' FluxPipeline: the tiny preset's VAE and text encoders around a seeded random transformer of the benchmark shape."""
     from diffusers import FluxPipeline, FluxTransformer2DModel
@@ -166,10 +174,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--single-layers", type=int, default=4)
-    parser.add_argument("--heads", type=int, default=8)
-    parser.add_argument("--head-dim", type=int, default=64)
+    add_model_arguments(parser)
     parser.add_argument("--references", default="0,1,2,4", help="reference counts k for the speed table")
     parser.add_argument("--samples", type=int, default=16, help="SubjectWorld requests per subject count")
     parser.add_argument("--subjects", default="1,2", help="SubjectWorld subject counts")
