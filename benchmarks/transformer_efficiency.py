@@ -11,8 +11,8 @@ linear layers, 4 D per (query, key) pair per block for attention, plus the embed
 Peak: ``torch.mm`` in fp32 on the forward's own GEMM shapes (tokens x D by D x 3D, D x 4D, 4D x D,
 5D x D) and on a 1024^3 product, with this process's threads (run it with 1); the best GFLOP per
 CPU-second of them is the peak. Efficiency = the forward's GFLOP per CPU-second / peak. Issue 17's
-target: >= 0.75 (0.65 before), or the report says where the rest goes: the second table is
-``torch.profiler``'s top operators by self CPU time of one forward, and the third groups all
+target: >= 0.75 (0.65 before), or the report says where the rest goes: per token count, a table of
+``torch.profiler``'s top operators by self CPU time of one forward, and one that groups all
 operators into matmul, attention kernels, and the rest (norms, RoPE, GELU, elementwise, copies).
 CPU seconds are ``time.process_time``; medians of ``--repeats`` after a warm-up.
 
@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--references", default="0,4", help="extra target-sized image-side token blocks")
     parser.add_argument("--repeats", type=int, default=5)
     add_model_arguments(parser)
-    parser.add_argument("--top", type=int, default=12, help="operators in the profile table")
+    parser.add_argument("--top", type=int, default=12, help="operators in each profile table")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -120,7 +120,6 @@ def main() -> None:
     d, text, target = width(transformer.config), 32, (args.size // 16) ** 2
     print(f"random FLUX ({args.layers} double + {args.single_layers} single blocks, {args.heads} x {args.head_dim} heads), "
           f"{args.size} px, fp32, {torch.get_num_threads()} thread(s), median of {args.repeats}")
-    last = None
     for k in (int(v) for v in args.references.split(",")):
         image = target * (1 + k)
         inputs = forward_inputs(transformer, text, image)
@@ -136,9 +135,8 @@ def main() -> None:
               f"{flops / seconds / 1e9 / peak:.2f} |")
         for name, gflops in peaks:
             print(f"| torch.mm {name} | | | {gflops:.1f} | {gflops / peak:.2f} |")
-        last = inputs, layers(transformer.config) * 4 * d * (text + image) ** 2, flops
-    print("\n### Where one forward's time goes (the last row above, torch.profiler; its timing adds some overhead)")
-    breakdown(transformer, last[0], args.top, last[1], last[2])
+        print(f"\nWhere this forward's time goes (torch.profiler; its timing adds some overhead):")
+        breakdown(transformer, inputs, args.top, layers(transformer.config) * 4 * d * (text + image) ** 2, flops)
 
 
 if __name__ == "__main__":
