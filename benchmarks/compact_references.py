@@ -1,10 +1,14 @@
 """Compact references (``reference_scale``): tokens saved, speed, and quality on SubjectWorld, in one run.
 
 **Speed**: seconds per request for concat, cached, and cached + compact (1/2, 1/4) references at
-k = 1, 2, 4 on the benchmark config of issue 17 (the tiny preset's VAE and text encoders around a
+k = 0, 1, 2, 4 on the benchmark config of issue 17 (the tiny preset's VAE and text encoders around a
 random FLUX transformer: 2 double + 4 single blocks, 8 heads x 64, 256 px, 8 steps, the shape the
 issue reports ``reference_modes.py``'s numbers on), medians of ``--repeats`` after a warm-up, and the
-speed-up over concat measured in this run.
+speed-up over concat measured in this run, with the *ideal* speed-up from transformer FLOPs counted from the config and
+each request's token counts and attention plan (``benchmarks/flux_flops.py``: 24 D^2 per query token per
+block for the linear layers, 4 D per computed (query, key) pair per block for attention, plus the
+embedders; steps x one evaluation, plus one recording pass per cached reference), and the measured
+CPU speed-up as a share of it.
 **Quality**: the shipped ``tiny`` preset at reference scale 1, 1/2, 1/4 on held-out SubjectWorld
 requests, scored by the oracle as ``smg eval subjectworld`` does (:func:`smg_sdk.eval.world_eval.evaluate`):
 identity (all attributes read back), similarity (share of attributes read back: graded, so it moves while
@@ -33,18 +37,21 @@ def _label(mode: str, scale: float) -> str:
     return mode if scale == 1 else f"{mode}+1/{round(1 / scale)}"
 
 
-def seconds_per_request(backend, mode: str, scale: float, subjects, args) -> tuple[float, float, int]:
-    """Median wall and CPU seconds of one request with ``len(subjects)`` references, and its reference tokens.
+def seconds_per_request(backend, mode: str, scale: float, subjects, args) -> tuple[float, float, int, float]:
+    """Median wall and CPU seconds of one request with ``len(subjects)`` references, its reference tokens and FLOPs.
 
-    CPU seconds (``time.process_time``) are less disturbed than wall seconds by other processes on the core."""
+    CPU seconds (``time.process_time``) are less disturbed than wall seconds by other processes on the core.
+    FLOPs: the transformer's, counted by :func:`request_flops`."""
     from smg_sdk.backends.flux.encoders import FluxTextEncoder, VAEReferenceEncoder
     from smg_sdk.pipeline import SubjectPipeline
 
     pipe = SubjectPipeline(backend, [FluxTextEncoder(), VAEReferenceEncoder(mode=mode, reference_scale=scale)])
     pipe.set_progress_bar_config(disable=True)
-    prompt = " ".join(f"<{k + 1}>" for k in range(len(subjects))) + " together"
+    prompt = " ".join(f"<{k + 1}>" for k in range(len(subjects))) + " together" if subjects else "a thing"
     request = pipe.make_request(prompt, subjects, height=args.size, width=args.size)
-    tokens = sum(s.tokens.shape[1] for s in pipe.encode(request).streams if s.side == "reference")
+    conditions = pipe.encode(request)
+    tokens = sum(s.tokens.shape[1] for s in conditions.streams if s.side == "reference")
+    flops = request_flops(backend, pipe, request, conditions, args)
     wall, cpu = [], []
     for _ in range(args.repeats + 1):  # the first run warms up
         start, start_cpu = time.perf_counter(), time.process_time()
@@ -52,14 +59,43 @@ def seconds_per_request(backend, mode: str, scale: float, subjects, args) -> tup
              output_type="latent")
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
-    return statistics.median(wall[1:]), statistics.median(cpu[1:]), tokens
+    return statistics.median(wall[1:]), statistics.median(cpu[1:]), tokens, flops
 
 
-def build_backend(args):
-    """The tiny preset's VAE and text encoders around a seeded random transformer of the benchmark shape."""
+def request_flops(backend, pipe, request, conditions, args) -> float:
+    """Transformer FLOPs of one request: ``steps`` denoising evaluations plus one recording pass per cached reference.
+
+    A denoising evaluation has the text tokens and the image side (target plus concat references) as
+    queries and the attention pairs of the pass's plan (cached references' keys included); a cached
+    reference is recorded once (timestep 0) alone: its tokens as queries and keys. Counted by
+    ``flux_flops`` (see its docstring for what is counted)."""
+    from flux_flops import attention_pairs, forward_flops
+
+    from smg_sdk.attention.passes import build_attention_pass
+
+    image = (args.size // 16) ** 2
+    attention = build_attention_pass(conditions, image, pipe.rules, request)
+    plan = attention.plan_at({})
+    text = sum(int(s.tokens.shape[1]) for s in conditions.text)
+    config = backend.transformer.config
+    step = forward_flops(config, text, plan.num_queries - text, attention_pairs(plan, plan.num_queries, plan.num_keys))
+    record = sum(forward_flops(config, 0, int(s.tokens.shape[1]), int(s.tokens.shape[1]) ** 2)
+                 for s in attention.cached_streams)
+    return args.steps * step + record
+
+
+def add_model_arguments(parser) -> None:
+    """The benchmark config's shape options (``build_pipeline`` reads them): 2 double + 4 single blocks, 8 heads x 64."""
+    parser.add_argument("--layers", type=int, default=2, help="double-stream blocks")
+    parser.add_argument("--single-layers", type=int, default=4, help="single-stream blocks")
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--head-dim", type=int, default=64)
+
+
+def build_pipeline(args):
+    """diffusers' FluxPipeline: the tiny preset's VAE and text encoders around a seeded random transformer of the benchmark shape."""
     from diffusers import FluxPipeline, FluxTransformer2DModel
 
-    from smg_sdk.backends.flux import FluxBackend
     from smg_sdk.presets.tiny import tiny_flux_path
 
     pipe = FluxPipeline.from_pretrained(str(tiny_flux_path()), local_files_only=True)
@@ -71,7 +107,14 @@ def build_backend(args):
         attention_head_dim=args.head_dim, num_attention_heads=args.heads, joint_attention_dim=tiny.joint_attention_dim,
         pooled_projection_dim=tiny.pooled_projection_dim, guidance_embeds=True, axes_dims_rope=rope,
     )
-    return FluxBackend.from_pipeline(pipe, max_sequence_length=32)
+    return pipe
+
+
+def build_backend(args):
+    """The SDK backend over :func:`build_pipeline`'s modules (T5 cut at 32 tokens)."""
+    from smg_sdk.backends.flux import FluxBackend
+
+    return FluxBackend.from_pipeline(build_pipeline(args), max_sequence_length=32)
 
 
 def speed(args) -> None:
@@ -83,16 +126,21 @@ def speed(args) -> None:
                 for _ in range(4)]
     print(f"\n## Speed: random FLUX ({args.layers} double + {args.single_layers} single blocks, "
           f"{args.heads} x {args.head_dim} heads), {args.size} px, {args.steps} steps, median of {args.repeats}, {torch.get_num_threads()} thread(s)")
-    print("| k | config | reference tokens | tokens saved | wall s / request | CPU s / request | "
-          "speed-up over concat (wall) | (CPU) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for k in (1, 2, 4):
+    print("Ideal speed-up = transformer FLOPs of concat / FLOPs of the row (counted from the config and the "
+          "pass's token counts and attention plan, see benchmarks/flux_flops.py); of ideal = CPU speed-up / ideal.")
+    print("| k | config | reference tokens | tokens saved | GFLOP / request | wall s / request | CPU s / request | "
+          "speed-up over concat (wall) | (CPU) | ideal | of ideal (CPU) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for k in (int(v) for v in args.references.split(",")):
         rows = [(mode, scale, *seconds_per_request(backend, mode, scale, subjects[:k], args))
                 for mode, scale in SPEED_CONFIGS]
-        base_wall, base_cpu, base_tokens = rows[0][2:]
-        for mode, scale, wall, cpu, tokens in rows:
-            print(f"| {k} | {_label(mode, scale)} | {tokens} | {1 - tokens / base_tokens:.0%} | {wall:.3f} | "
-                  f"{cpu:.3f} | {base_wall / wall:.2f}x | {base_cpu / cpu:.2f}x |", flush=True)
+        base_wall, base_cpu, base_tokens, base_flops = rows[0][2:]
+        for mode, scale, wall, cpu, tokens, flops in rows:
+            saved = f"{1 - tokens / base_tokens:.0%}" if base_tokens else "-"
+            ideal = base_flops / flops
+            print(f"| {k} | {_label(mode, scale)} | {tokens} | {saved} | {flops / 1e9:.2f} | {wall:.3f} | "
+                  f"{cpu:.3f} | {base_wall / wall:.2f}x | {base_cpu / cpu:.2f}x | {ideal:.2f}x | "
+                  f"{base_cpu / cpu / ideal:.0%} |", flush=True)
 
 
 def quality(args) -> None:
@@ -126,10 +174,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--single-layers", type=int, default=4)
-    parser.add_argument("--heads", type=int, default=8)
-    parser.add_argument("--head-dim", type=int, default=64)
+    add_model_arguments(parser)
+    parser.add_argument("--references", default="0,1,2,4", help="reference counts k for the speed table")
     parser.add_argument("--samples", type=int, default=16, help="SubjectWorld requests per subject count")
     parser.add_argument("--subjects", default="1,2", help="SubjectWorld subject counts")
     parser.add_argument("--modes", default="concat,cached", help="reference modes for the quality table")

@@ -38,11 +38,15 @@ class Benchmark:
 
 
 BENCHMARKS = [
+    Benchmark("plain_vs_diffusers.py", [], ["--steps", "4", "--repeats", "3"]),
     Benchmark("attention_masks.py", [], ["--quick"]),
     Benchmark("reference_modes.py", [], ["--steps", "2", "--size", "128", "--repeats", "1"]),
     Benchmark("compact_references.py", [], ["--quick"]),
+    Benchmark("transformer_efficiency.py", [], ["--repeats", "3"]),
     Benchmark("encoding_cache.py", [], ["--repeats", "1", "--references", "1,4", "--steps", "2"]),
     Benchmark("music_planner_cost.py", [], ["--candidates", "1,4", "--repeats", "1"]),
+    Benchmark("music_candidates.py", [], ["--repeats", "1"]),
+    Benchmark("peak_memory.py"),
     Benchmark("music_test_time_scaling.py", [], ["--candidates", "2", "--steps", "2", "--size", "64", "--repeats", "1"]),
     Benchmark("squeeze_components.py", [], ["--repeats", "2", "--steps", "2"]),
     Benchmark("trainer_batching.py", [], ["--batch-size", "4", "--repeats", "2"]),
