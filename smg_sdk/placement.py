@@ -188,7 +188,7 @@ def check_placement(inv: Inventory, device: torch.device) -> None:
     for name, module in inv.all().items():
         if is_offloaded(module):
             continue
-        stray = {t.device for t in _tensors(module) if not same_device(t.device, device)}
+        stray = {d for d in {t.device for t in _tensors(module)} if not same_device(d, device)}
         if stray:
             raise PlacementError(
                 f"{name} ({type(module).__name__}) has weights on {sorted(map(str, stray))} but the pipeline runs "
