@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,8 @@ class Conversion:
     def describe(self) -> str:
         if self.skipped:
             return f"skipped {self.source.name}: {self.skipped}"
+        if self.source.name.endswith(".json"):
+            return f"wrote {self.target} ({self.tensors} tensors mapped to the .safetensors shard names of {self.source.name})"
         return (f"wrote {self.target} ({self.tensors} tensors, read from {self.source.name} with "
                 "torch.load(weights_only=True); the .bin is left in place)")
 
@@ -93,8 +96,11 @@ def _write_atomic(target: Path, write) -> None:
     """Call ``write(temporary_path)`` and rename the result to ``target``; no partial file survives."""
     handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(handle)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         write(temp)
+        os.chmod(temp, 0o666 & ~umask)  # as an ordinary new file (mkstemp makes it private)
         os.replace(temp, target)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
@@ -107,7 +113,11 @@ def _convert_file(source: Path) -> Conversion:
     target = source.with_name(safetensors_name(source.name))
     if target.exists():
         return Conversion(source, target, skipped=f"{target.name} already exists (left as it is)")
-    state = _unshared(_read_state(source))
+    try:
+        state = _unshared(_read_state(source))
+    except ModelLoadError as error:  # e.g. training_args.bin or optimizer.bin beside the weights
+        first = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines()[0]
+        return Conversion(source, target, skipped=f"not a weights file, not converted: {first}")
     _write_atomic(target, lambda temp: save_file(state, temp, metadata={"format": "pt"}))
     return Conversion(source, target, tensors=len(state))
 
@@ -138,6 +148,9 @@ def convert_weights(folder: str | Path) -> list[Conversion]:
         raise SMGError(f"convert-weights: {root} holds no .bin weight files (it only converts files directly in "
                        "the folder; pass the sub-folder that holds them).")
     done = [_convert_file(p) for p in files]
+    if all(c.skipped and c.skipped.startswith("not a weights file") for c in done):
+        raise ModelLoadError(f"convert-weights: no .bin file in {root} holds plain tensors: "
+                             + "; ".join(f"{c.source.name}: {c.skipped}" for c in done))
     return done + [_convert_index(p) for p in indexes]
 
 

@@ -107,8 +107,7 @@ class SubjectPipeline:
         self.planner = planner
         self.verifier = verifier
         self.defaults: dict[str, Any] = dict(defaults or {})
-        self.encoding_cache: EncodingCache | None = as_encoding_cache(encoding_cache)
-        """Encoder outputs kept for repeated references (:mod:`smg_sdk.encoding_cache`); None: off."""
+        self.encoding_cache = encoding_cache  # type: ignore[assignment]  (the setter converts)
         self._progress = True
         self._own_lock = threading.RLock()
         self.last_encoder_calls: dict[str, int] = {}
@@ -216,8 +215,11 @@ class SubjectPipeline:
         device or dtype as they are. Raises :class:`~smg_sdk.errors.PlacementError` while
         offloading is enabled (:meth:`disable_offload` first). Returns the pipeline.
         """
-        from .placement import move
+        from .placement import move, parse_device, parse_dtype
 
+        device, dtype = parse_device(device), parse_dtype(dtype)
+        if dtype is not None and not dtype.is_floating_point:
+            raise PlacementError(f"dtype must be a floating-point dtype (torch.bfloat16, 'bf16', 'fp16', 'fp32'), got {dtype}.")
         if device is not None or dtype is not None:
             move(self.placement_inventory(), device, dtype)  # refuses while hooks manage a module
         for component in self.components:
@@ -235,6 +237,19 @@ class SubjectPipeline:
             if callable(loader) and not isinstance(component, torch.nn.Module):
                 loader()  # loads a lazily-held model; moves nothing
         return inventory(self)
+
+    @property
+    def encoding_cache(self) -> EncodingCache | None:
+        """Encoder outputs kept for repeated references (:mod:`smg_sdk.encoding_cache`); None: off.
+
+        Assign True (a new cache), False/None (off) or an :class:`EncodingCache`; anything else
+        raises :class:`~smg_sdk.errors.ConfigError`.
+        """
+        return self._encoding_cache
+
+    @encoding_cache.setter
+    def encoding_cache(self, option: EncodingCache | bool | None) -> None:
+        self._encoding_cache = as_encoding_cache(option)
 
     @property
     def execution_device(self) -> torch.device:
@@ -274,11 +289,11 @@ class SubjectPipeline:
         Aggregators stay on ``onload_device``. Raises :class:`~smg_sdk.errors.PlacementError`
         for an unknown ``offload_type`` or a bad ``num_blocks_per_group``.
         """
-        from .placement import enable_group_offload
+        from .placement import enable_group_offload, parse_device
 
         onload = _accelerator(onload_device)
         self._disable_offload()
-        enable_group_offload(self.placement_inventory(), onload, torch.device(offload_device),
+        enable_group_offload(self.placement_inventory(), onload, parse_device(offload_device, "offload_device"),
                              offload_type=offload_type, num_blocks_per_group=num_blocks_per_group,
                              use_stream=use_stream, denoisers=["backend.transformer"])
         self._offload_mode = "group"
@@ -604,7 +619,9 @@ def _check_image_count(request: Request, num_candidates: int) -> None:
 def _accelerator(device: str | torch.device | None) -> torch.device:
     """``device``, or the current accelerator (CUDA, MPS, XPU...) when None; PlacementError without one."""
     if device is not None:
-        return torch.device(device)
+        from .placement import parse_device
+
+        return parse_device(device)
     accelerator = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
     if accelerator is None:
         raise PlacementError("No accelerator found to offload to; pass the device explicitly (e.g. device='cuda').")

@@ -54,6 +54,28 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     return DTYPES[str(dtype)]
 
 
+def parse_device(device: str | torch.device | None, argument: str = "device") -> torch.device | None:
+    """``device`` as a ``torch.device`` this torch can use (None stays None).
+
+    Raises :class:`~smg_sdk.errors.PlacementError` naming ``argument`` for a string torch does
+    not parse (``"gpu"``) or an accelerator this build or machine does not have (``"cuda"`` on a
+    CPU-only torch). ``"meta"`` is allowed (placement tests use it).
+    """
+    if device is None:
+        return None
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise PlacementError(f"{argument} {device!r} is not a torch device; use e.g. 'cpu', 'cuda', 'cuda:1' or 'mps'.") from None
+    if parsed.type in ("cpu", "meta"):
+        return parsed
+    accelerator = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+    if accelerator is None or accelerator.type != parsed.type:
+        have = f"only {accelerator.type} and cpu" if accelerator is not None else "only cpu"
+        raise PlacementError(f"{argument} {device!r}: this machine's torch has {have}; pass one of those.")
+    return parsed
+
+
 @dataclass
 class Inventory:
     """Every module of a pipeline, by a readable name (``"backend.transformer"``, ``"encoders[1].mllm"``).

@@ -167,8 +167,13 @@ def test_convert_weights_maps_shard_names_and_refuses_bad_input(tmp_path, capsys
     assert torch.equal(load_file(str(tmp_path / "model-00002-of-00002.safetensors"))["tied"], weights["b"])
     assert "model-00001-of-00002.safetensors" in (tmp_path / "model.safetensors.index.json").read_text()
     assert not list(tmp_path.glob(".*.tmp"))
-    (tmp_path / "evil.bin").write_bytes(b"not a pickle of tensors")
-    assert main(["convert-weights", str(tmp_path)]) == 2
-    assert "weights_only=True" in capsys.readouterr().err and not (tmp_path / "evil.safetensors").exists()
+    (tmp_path / "evil.bin").write_bytes(b"not a pickle of tensors")  # beside weights (training_args.bin, ...):
+    assert main(["convert-weights", str(tmp_path)]) == 0  # reported and skipped, the rest handled
+    assert "evil.bin: not a weights file" in capsys.readouterr().out and not (tmp_path / "evil.safetensors").exists()
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "pytorch_model.bin").write_bytes(b"not a pickle of tensors")
+    assert main(["convert-weights", str(alone)]) == 2  # nothing convertible at all
+    assert "weights_only=True" in capsys.readouterr().err and not list(alone.glob("*.safetensors"))
     assert main(["convert-weights", str(tmp_path / "missing")]) == 2
     assert "is not a folder" in capsys.readouterr().err

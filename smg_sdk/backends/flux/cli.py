@@ -91,7 +91,7 @@ def cmd_plan_memory(args: argparse.Namespace) -> int:
 
     tiny = args.preset == "tiny" or args.preset.endswith("-tiny")
     side = 128 if tiny else 1024
-    request = Request(height=args.height or side, width=args.width or side, references=args.references,
+    request = Request(height=side if args.height is None else args.height, width=side if args.width is None else args.width, references=args.references,
                       batch=args.batch, reference_mode=args.reference_mode)
     plan = plan_memory(args.preset, dtype=args.dtype, offload=args.offload or "none", quant=args.quant or "none",
                        models=args.models, request=request, lora_rank=args.lora_rank)

@@ -91,9 +91,14 @@ class VAEReferenceEncoder(ConditionEncoder):
             raise ConditionError("A cached reference must be independent (it attends only to itself).")
         self.mode, self.position, self.adapter = mode, position, adapter
         self.size, self.independent, self.prefix = size, independent, prefix
+        reduction_factor(reference_scale)  # refuse a bad value now, not at the first request
         self.reference_scale = reference_scale
-        self.reduction = reduction_factor(reference_scale)
 
+
+    @property
+    def reduction(self) -> int:
+        """``n`` of ``reference_scale = 1/n`` (read at each request, so a changed scale applies and is checked)."""
+        return reduction_factor(self.reference_scale)
     def encode(self, request: Request, backend: "FluxBackend") -> ConditionSet:
         if not request.subjects:
             return ConditionSet()

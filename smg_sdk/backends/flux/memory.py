@@ -290,6 +290,8 @@ def plan_memory(preset: str, *, dtype: str = "bf16", offload: str = "none", quan
     """
     request = request or Request()
     _check_options(dtype, offload, quant, request)
+    if isinstance(lora_rank, bool) or not isinstance(lora_rank, int) or lora_rank < 0:
+        raise RequestError(f"--lora-rank must be a whole number >= 0, got {lora_rank!r}.")
     names, root = preset_root(preset, models)
     s = DTYPE_BYTES[dtype]
     text_tokens = request.max_sequence_length + extra_text_tokens(names, request)
