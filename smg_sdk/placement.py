@@ -299,7 +299,8 @@ def enable_group_offload(inv: Inventory, onload_device: torch.device, offload_de
 
     if offload_type not in GROUP_OFFLOAD_TYPES:
         raise PlacementError(f"offload_type must be one of {GROUP_OFFLOAD_TYPES}, not {offload_type!r}.")
-    if num_blocks_per_group is not None and (isinstance(num_blocks_per_group, bool) or num_blocks_per_group < 1):
+    if num_blocks_per_group is not None and (isinstance(num_blocks_per_group, bool)
+                                             or not isinstance(num_blocks_per_group, int) or num_blocks_per_group < 1):
         raise PlacementError(f"num_blocks_per_group must be a positive integer, not {num_blocks_per_group!r}.")
     denoisers = set(denoisers)
     for name, module in inv.models.items():

@@ -33,6 +33,8 @@ def test_placement_takes_dtype_names_and_names_bad_devices_and_dtypes(pipe):
         pipe.to(dtype=torch.int8)
     with pytest.raises(RequestError, match="dtype 'int4'"):
         pipe.to(dtype="int4")
+    with pytest.raises(PlacementError, match="num_blocks_per_group"):
+        pipe.enable_group_offload(onload_device="cpu", num_blocks_per_group=1.5)
     with pytest.raises(PlacementError, match="offload_device 'nope'"):
         pipe.enable_group_offload(onload_device="cpu", offload_device="nope")
     pipe.place(device="cpu", dtype="bf16")
@@ -88,3 +90,12 @@ def test_convert_weights_files_are_readable_like_any_new_file(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE((tmp_path / "model.safetensors").stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_flux_folder_under_home_is_found_with_a_tilde(tmp_path, monkeypatch):
+    from smg_sdk import FluxBackend
+    from smg_sdk.presets.tiny import tiny_flux_path
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "flux").symlink_to(tiny_flux_path(), target_is_directory=True)
+    assert FluxBackend.from_pretrained("~/flux", max_sequence_length=32).transformer is not None

@@ -136,7 +136,7 @@ class FluxBackend:
         if quantization_config is not None:
             options["quantization_config"] = quantization_config
         try:
-            pipe = FluxPipeline.from_pretrained(str(path), local_files_only=local_files_only, use_safetensors=True,
+            pipe = FluxPipeline.from_pretrained(str(local) if local.exists() else str(path), local_files_only=local_files_only, use_safetensors=True,
                                                 **options)
         except ImportError as exc:
             if quantization_config is None:
