@@ -99,3 +99,12 @@ def test_a_flux_folder_under_home_is_found_with_a_tilde(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "flux").symlink_to(tiny_flux_path(), target_is_directory=True)
     assert FluxBackend.from_pretrained("~/flux", max_sequence_length=32).transformer is not None
+
+
+def test_reference_lora_preset_names_a_missing_lora_path(tmp_path):
+    from smg_sdk.errors import ModelLoadError
+    from smg_sdk.presets.tiny import tiny_flux_path
+
+    with pytest.raises(ModelLoadError, match="lora_path: no file or folder at"):
+        SubjectPipeline.from_preset("reference-lora", path=str(tiny_flux_path()), lora_path=str(tmp_path / "l.safetensors"),
+                                    dtype="fp32")

@@ -40,7 +40,12 @@ def reference_lora_preset(path: str | Path, lora_path: str | Path | None = None,
 
     backend = FluxBackend.from_pretrained(path, dtype=parse_dtype(dtype), max_sequence_length=max_sequence_length)
     if lora_path is not None:
-        backend.load_stream_adapter(REFERENCE_ADAPTER, str(lora_path))
+        if not Path(lora_path).expanduser().exists():
+            from ...errors import ModelLoadError
+
+            raise ModelLoadError(f"lora_path: no file or folder at {str(lora_path)!r}; pass the reference LoRA "
+                                 "file (pytorch_lora_weights.safetensors) or the folder holding it.")
+        backend.load_stream_adapter(REFERENCE_ADAPTER, str(Path(lora_path).expanduser()))
     pipe = tiny_pipeline(backend, reference_mode, position, REFERENCE_ADAPTER if lora_path is not None else None)
     pipe.defaults = dict(REFERENCE_LORA_DEFAULTS)
     return pipe.place(device, None, offload)
