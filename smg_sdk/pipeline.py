@@ -113,10 +113,10 @@ class SubjectPipeline:
         self.last_encoder_calls: dict[str, int] = {}
         """``PipelineOutput.encoder_calls`` of the last generation (a convenience for logs; the output has it)."""
         self.last_candidate_batches: list[list[int]] = []
+        """``PipelineOutput.candidate_batches`` of the last generation (a convenience; the output has it)."""
         self._offload_hooks: list[Any] = []
         self._offload_mode: str | None = None
         """``"model"`` or ``"group"`` while offload hooks are on, else None."""
-        """``PipelineOutput.candidate_batches`` of the last generation (a convenience; the output has it)."""
 
     @property
     def lock(self) -> threading.RLock:
