@@ -49,7 +49,7 @@ def cmd_eval_subjectworld(args: argparse.Namespace) -> int:
     config = WorldEvalConfig(
         args.preset, check_counts(args.subjects),
         args.samples if args.samples is not None else QUICK_SAMPLES if args.quick else 32,
-        args.seed, args.steps, args.no_references, options=_preset_options(args.option),
+        args.seed, args.steps, args.no_references, describe=args.describe, options=_preset_options(args.option),
     )
     check_writable(args.out, "subjectworld-eval")
     if config.preset not in BASELINES:
@@ -89,6 +89,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the preset's)")
     p.add_argument("--quick", action="store_true", help=f"{QUICK_SAMPLES} requests per subject count")
     p.add_argument("--no-references", action="store_true", help="drop the references (the text-only row)")
+    p.add_argument("--describe", action="store_true",
+                   help="with --no-references: the prompt names each identity in full (colours, pattern)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a preset option (repeatable)")
     p.add_argument("--out", default=None, help="folder for results.json and contact_sheet.png")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

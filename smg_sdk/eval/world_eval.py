@@ -43,6 +43,9 @@ class WorldEvalConfig:
     seed: int = 0
     steps: int | None = None
     no_references: bool = False
+    describe: bool = False
+    """Text-only rows: the prompt names each subject's whole identity ("a red star with yellow
+    stripes"), not only its class: what the model can draw from words alone."""
     side: int = 128
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -57,6 +60,9 @@ class WorldEvalConfig:
             raise RequestError(f"steps must be a whole number >= 1, got {self.steps!r}.")
         if self.no_references and self.preset in BASELINES:
             raise RequestError(f"--no-references applies to a model preset, not to the {self.preset!r} baseline.")
+        if self.describe and not self.no_references:
+            raise RequestError("--describe names the identities in the prompt; it applies to the text-only row: "
+                               "add --no-references.")
 
 
 def prior_share(identities, reading) -> float:
@@ -99,7 +105,10 @@ def _generator(config: WorldEvalConfig, pipe=None) -> Callable[[WorldSample, int
     pipe.set_progress_bar_config(disable=True)
 
     def generate(sample: WorldSample, i: int) -> Image.Image:
-        prompt, subjects = (sample.caption, []) if config.no_references else (sample.prompt, sample.subjects())
+        if config.no_references:
+            prompt, subjects = (sample.described_caption if config.describe else sample.caption), []
+        else:
+            prompt, subjects = sample.prompt, sample.subjects()
         out = pipe(prompt, subjects, height=config.side, width=config.side, num_inference_steps=config.steps,
                    seed=config.seed * 1_000_003 + i)
         return out.images[0]
@@ -143,13 +152,14 @@ def evaluate(config: WorldEvalConfig, progress: bool = True, examples_per_count:
         results[str(k)] = {m: {"mean": float(np.mean(v)), "ci95": list(ci95(v, config.seed))} for m, v in per_metric.items()}
     bar.close()
     payload = {"preset": config.preset, "samples": config.samples, "seed": config.seed, "steps": config.steps,
-               "no_references": config.no_references, "side": config.side, "results": results}
+               "no_references": config.no_references, "describe": config.describe, "side": config.side, "results": results}
     return WorldEvalResult(payload, examples)
 
 
 def format_table(payload: dict[str, Any]) -> str:
     """The results as a text table: one row per subject count, ``mean [lo, hi]`` per metric."""
-    title = payload["preset"] + (" --no-references" if payload.get("no_references") else "")
+    title = payload["preset"] + (" --no-references" if payload.get("no_references") else "") + (
+        " --describe" if payload.get("describe") else "")
     metrics = list(next(iter(payload["results"].values())))
     header = ["k"] + [m + (" (lower)" if m in LOWER_IS_BETTER else "") for m in metrics]
     rows = [[k] + [f"{v[m]['mean']:.3f} [{v[m]['ci95'][0]:.2f},{v[m]['ci95'][1]:.2f}]" for m in metrics]

@@ -34,6 +34,8 @@ def cmd_train_subjectworld(args: argparse.Namespace) -> int:
         raise RequestError(f"--budget-minutes must be > 0, got {args.budget_minutes}.")
     if args.subject_weight is not None and not 0 <= args.subject_weight <= 100:
         raise RequestError(f"--subject-weight must be in [0, 100], got {args.subject_weight}.")
+    if args.describe is not None and not 0 <= args.describe <= 1:
+        raise RequestError(f"--describe must be a probability in [0, 1], got {args.describe}.")
     if args.learning_rate is not None and not 0 < args.learning_rate < 1:
         raise RequestError(f"--learning-rate must be in (0, 1), e.g. 5e-4; got {args.learning_rate}.")
     subjects = check_counts(args.subjects) if args.subjects is not None else None
@@ -46,7 +48,8 @@ def cmd_train_subjectworld(args: argparse.Namespace) -> int:
     options = RecipeOptions(str(out), args.start_from, args.vae, args.budget_minutes, args.steps, args.batch_size,
                             args.seed, args.eval_samples, args.eval_every, progress=not args.quiet,
                             pool_size=args.pool_size, subjects=subjects, learning_rate=args.learning_rate,
-                            lr_schedule=args.lr_schedule, subject_weight=args.subject_weight)
+                            lr_schedule=args.lr_schedule, subject_weight=args.subject_weight,
+                            describe=args.describe)
     print(f"wrote {run_recipe(args.recipe, options)}")
     return 0
 
@@ -79,6 +82,9 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--subject-weight", type=float, default=None,
                    help="base, reference-lora: extra loss weight on the subjects' tokens (the loss weighs them 1 + W; "
                         "default 0, a plain mean)")
+    p.add_argument("--describe", type=float, default=None,
+                   help="base: probability that a caption names a subject's whole identity (colours, pattern) "
+                        "instead of its class word only (default 0)")
     p.add_argument("--eval-samples", type=int, default=8, help="held-out requests per evaluation (0: none)")
     p.add_argument("--eval-every", type=int, default=None, help="steps between evaluation lines")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -62,6 +62,9 @@ class PretrainConfig:
     max_grad_norm: float = 1.0
     subject_weight: float = 0.0
     """The loss weighs the tokens of the subjects' layout cells ``1 + subject_weight`` (0: a plain mean)."""
+    describe: float = 0.0
+    """Probability that a caption subject is a uniform training identity named in full
+    (``SubjectWorld(describe=...)``); 0: class words only, as before it was an option."""
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -79,6 +82,8 @@ class PretrainConfig:
             raise ConfigError(f"PretrainConfig.lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}.")
         if self.budget_minutes is not None and not self.budget_minutes > 0:
             raise ConfigError(f"PretrainConfig.budget_minutes must be > 0 or None, got {self.budget_minutes!r}.")
+        if isinstance(self.describe, bool) or not isinstance(self.describe, (int, float)) or not 0 <= self.describe <= 1:
+            raise ConfigError(f"PretrainConfig.describe must be a probability in [0, 1], got {self.describe!r}.")
         if not isinstance(self.subject_weight, (int, float)) or not 0 <= self.subject_weight <= 100:
             raise ConfigError(f"PretrainConfig.subject_weight must be in [0, 100], got {self.subject_weight!r}.")
         self.guidance_range = tuple(float(g) for g in self.guidance_range)
@@ -99,6 +104,8 @@ class PretrainConfig:
             data["max_steps"] = self.max_steps  # the cosine's length is part of the run
         if not data["subject_weight"]:  # a plain mean, as before it was an option: old checkpoints resume
             data.pop("subject_weight")
+        if not data["describe"]:  # class words only, as before it was an option: old checkpoints resume
+            data.pop("describe")
         if data["subjects"] == [1, 2, 3, 4]:  # the default before it was an option: old checkpoints resume
             data.pop("subjects")
         return data
@@ -120,12 +127,13 @@ class LatentPool:
 
 @torch.no_grad()
 def encode_pool(backend: "FluxBackend", config: PretrainConfig, batch: int = 64) -> LatentPool:
-    """Encode ``config.pool_size`` caption samples (train identities, class priors) once."""
+    """Encode ``config.pool_size`` caption samples (train identities, class priors, a ``describe``
+    share named in full) once."""
     from ...data.subjectworld import SubjectWorld
     from ...training.vae import normalised_latents
 
     world = SubjectWorld("train", "caption", config.seed, subjects=config.subjects, side=config.side,
-                         prior=config.prior)
+                         prior=config.prior, describe=config.describe)
     latents, captions, cells = [], [], []
     bar = tqdm(total=config.pool_size, desc="encoding targets", disable=not config.progress)
     for start in range(0, config.pool_size, batch):

@@ -53,6 +53,7 @@ class RecipeOptions:
     learning_rate: float | None = None
     lr_schedule: str | None = None
     subject_weight: float | None = None
+    describe: float | None = None
 
 
 def _eval_steps() -> int:
@@ -75,14 +76,23 @@ def _load_backend(folder: str | Path, vae: str | Path | None = None):
 
 
 def _world_eval(pipe, options: RecipeOptions, counts: tuple[int, ...], text_only: bool) -> dict:
-    """Mean oracle scores of ``pipe`` on held-out requests (a training evaluation line)."""
+    """Mean oracle scores of ``pipe`` on held-out requests (a training evaluation line).
+
+    A base trained with ``describe`` also reports ``described_identity``: identity accuracy when
+    the text names each held-out identity in full (what the base can draw from words)."""
     from ...eval.world_eval import WorldEvalConfig, evaluate
 
-    config = WorldEvalConfig("training", counts, options.eval_samples, seed=1, steps=_eval_steps(),
-                             no_references=text_only)
-    results = evaluate(config, progress=False, examples_per_count=0, pipeline=pipe).payload["results"]
+    def means(describe: bool) -> dict:
+        config = WorldEvalConfig("training", counts, options.eval_samples, seed=1, steps=_eval_steps(),
+                                 no_references=text_only, describe=describe)
+        results = evaluate(config, progress=False, examples_per_count=0, pipeline=pipe).payload["results"]
+        return {name: sum(r[name]["mean"] for r in results.values()) / len(results) for name in results[str(counts[0])]}
+
     names = ["identity", "instruction", "omission", "copy_paste"] + (["prior"] if text_only else [])
-    return {name: sum(r[name]["mean"] for r in results.values()) / len(results) for name in names}
+    line = {name: value for name, value in means(False).items() if name in names}
+    if text_only and options.describe:
+        line["described_identity"] = means(True)["identity"]
+    return line
 
 
 def run_base(options: RecipeOptions, log: Callable[[str], None] = print) -> Path:
@@ -98,7 +108,8 @@ def run_base(options: RecipeOptions, log: Callable[[str], None] = print) -> Path
                                                  ("pool_size", options.pool_size), ("subjects", options.subjects),
                                                  ("learning_rate", options.learning_rate),
                                                  ("lr_schedule", options.lr_schedule),
-                                                 ("subject_weight", options.subject_weight)) if v is not None})
+                                                 ("subject_weight", options.subject_weight),
+                                                 ("describe", options.describe)) if v is not None})
     from .plugin import tiny_pipeline
 
     pipe = tiny_pipeline(backend)  # requests without subjects use only its text encoder

@@ -7,7 +7,11 @@ the same numbers give the same pixels and the same ground truth on every machine
   prior: ``aligned`` marks those that do not); each subject also gets reference renders in a
   different size, position, rotation and background than in the target.
 - ``kind="caption"``: text-to-image data; each subject's identity is its class's typical one
-  with probability ``prior`` (the text prior a pretrained model learns), no references.
+  with probability ``prior`` (the text prior a pretrained model learns), no references. With
+  ``describe`` > 0, each subject is instead, with that probability, a uniform draw of the split
+  named in full in the caption ("a small red star with yellow stripes"): what a real
+  text-to-image base such as FLUX.1-dev can draw from words, so a reference adapter on a frozen
+  base has a way in to every attribute, not only to the class.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ class WorldSample:
     """``(k, H, W)`` bool: subject k's pixels in the target (subject k is ``masks[k-1]``)."""
     reference_scenes: list[list[Scene]] = field(default_factory=list)
     reference_pixels: list[list[np.ndarray]] = field(default_factory=list)
+    described: tuple[bool, ...] = ()
+    """Caption kind: per subject, True where the caption names its whole identity (``describe``)."""
 
     @property
     def identities(self) -> list[Identity]:
@@ -55,9 +61,20 @@ class WorldSample:
     @property
     def caption(self) -> str:
         """The instruction with class words in place of the placeholders (text-to-image prompt)."""
+        described = self.described or (False,) * len(self.scene.subjects)
+        return self._named(described)
+
+    @property
+    def described_caption(self) -> str:
+        """The instruction with every subject named in full ("a small red star with yellow stripes
+        left of ..."): the text-only prompt that states each identity."""
+        return self._named((True,) * len(self.scene.subjects))
+
+    def _named(self, described: Sequence[bool]) -> str:
         text = self.prompt
-        for k, placed in enumerate(self.scene.subjects, start=1):
-            text = text.replace(f"<{k}>", placed.identity.shape)
+        for k, (placed, full) in enumerate(zip(self.scene.subjects, described), start=1):
+            name = placed.identity.describe().removeprefix("a ") if full else placed.identity.shape
+            text = text.replace(f"<{k}>", name)
         return text
 
     @property
@@ -138,7 +155,8 @@ class SubjectWorld:
     ``split``: ``"train"`` or ``"heldout"`` identities. ``kind``: ``"reference"`` or
     ``"caption"``. ``subjects``: the subject counts to draw from (1..6). ``side``: image side
     in px (a multiple of 16, >= 64). ``references``: renders per subject. ``prior``: for
-    captions, probability of a class's typical identity.
+    captions, probability of a class's typical identity. ``describe``: for captions, probability
+    that a subject is instead drawn uniformly from ``split`` and named in full in the caption.
     """
 
     split: str = "train"
@@ -148,6 +166,7 @@ class SubjectWorld:
     side: int = 128
     references: int = 1
     prior: float = 0.9
+    describe: float = 0.0
 
     def __post_init__(self) -> None:
         if self.split not in ("train", "heldout") or self.kind not in ("reference", "caption"):
@@ -156,6 +175,8 @@ class SubjectWorld:
         self.subjects = tuple(int(k) for k in self.subjects)
         if not self.subjects or any(not 1 <= k <= 6 for k in self.subjects):
             raise ConfigError(f"SubjectWorld subjects must be counts in 1..6, got {self.subjects}.")
+        if isinstance(self.describe, bool) or not isinstance(self.describe, (int, float)) or not 0 <= self.describe <= 1:
+            raise ConfigError(f"SubjectWorld describe must be a probability in [0, 1], got {self.describe!r}.")
         if self.side % 16 or self.side < 64:
             raise ConfigError(f"SubjectWorld side must be a multiple of 16 and >= 64, got {self.side}.")
 
@@ -168,7 +189,9 @@ class SubjectWorld:
         n = self.subjects[int(rng.integers(len(self.subjects)))]
         if self.kind == "caption":
             shapes = rng.choice(len(SHAPES), size=n, replace=n > len(SHAPES))
-            ids = [draw_prior_identity(rng, SHAPES[int(s)], self.prior) for s in shapes]
+            described = tuple(bool(self.describe) and rng.random() < self.describe for _ in shapes)
+            ids = [draw_identity(rng, self.split, SHAPES[int(s)]) if full
+                   else draw_prior_identity(rng, SHAPES[int(s)], self.prior) for s, full in zip(shapes, described)]
         else:
             ids = []
             while len(ids) < n:  # distinct subjects, so every subject of a scene can be told apart
@@ -178,6 +201,8 @@ class SubjectWorld:
         scene = sample_scene(ids, rng, self.side)
         pixels, masks = render_scene(scene)
         sample = WorldSample(index, self.split, self.kind, scene, pixels, masks)
+        if self.kind == "caption":
+            sample.described = described
         if self.kind == "reference":
             for placed in scene.subjects:
                 ref_scenes = [reference_scene(placed, scene, rng) for _ in range(self.references)]
