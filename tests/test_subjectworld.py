@@ -121,8 +121,36 @@ def test_layout_needs_at_least_one_cell_per_subject():
     assert grid[0, 0] == 1 and (grid[4:, 4:] == 2).all() and (grid == 1).sum() == 1
 
 
+@settings(max_examples=25, deadline=None)
+@given(index=indices, k=st.integers(1, 4))
+def test_described_captions_name_whole_identities_and_parse_back(index, k):
+    world = SubjectWorld("train", kind="caption", seed=2, subjects=(k,), describe=0.5)
+    sample = world[index]
+    assert len(sample.described) == k and not any(i.held_out for i in sample.identities)
+    for identity, full in zip(sample.identities, sample.described):
+        assert not full or identity.describe().removeprefix("a ") in sample.caption
+    assert any(sample.described) == any(c in sample.caption.split() for c in COLOURS)
+    assert parse_instruction(sample.prompt).background == sample.scene.background
+    assert all(i.describe().removeprefix("a ") in sample.described_caption for i in sample.identities)
+    again = SubjectWorld("train", kind="caption", seed=2, subjects=(k,), describe=0.5)[index]
+    assert again.caption == sample.caption and np.array_equal(again.target_pixels, sample.target_pixels)
+
+
+def test_describe_zero_keeps_the_class_word_captions_of_before():
+    plain = SubjectWorld("train", kind="caption", seed=5, subjects=(1, 2))
+    zero = SubjectWorld("train", kind="caption", seed=5, subjects=(1, 2), describe=0.0)
+    for a, b in zip(plain.samples(20), zero.samples(20)):
+        assert a.caption == b.caption and np.array_equal(a.target_pixels, b.target_pixels)
+        assert not any(c in a.caption.split() for c in COLOURS)
+    described = [d for s in SubjectWorld("train", kind="caption", seed=5, describe=0.5).samples(200) for d in s.described]
+    assert 0.4 < np.mean(described) < 0.6
+    uniform = [s.aligned[0] for s in SubjectWorld("train", kind="caption", seed=5, subjects=(1,), describe=1.0).samples(200)]
+    assert np.mean(uniform) < 0.1  # described subjects are uniform draws, not the class prior
+
+
 def test_bad_world_arguments():
-    for kwargs in ({"split": "test"}, {"kind": "video"}, {"subjects": (0,)}, {"subjects": (7,)}, {"side": 100}):
+    for kwargs in ({"split": "test"}, {"kind": "video"}, {"subjects": (0,)}, {"subjects": (7,)}, {"side": 100},
+                   {"describe": 1.5}, {"describe": -0.1}, {"describe": True}):
         with pytest.raises(ValueError):
             SubjectWorld(**kwargs)
 

@@ -185,11 +185,25 @@ def test_eval_command_writes_results_in_the_documented_shape(tmp_path):
     (["--preset", "ground-truth", "--samples", "0"], "samples"),
     (["--preset", "ground-truth", "--subjects", "1,9"], "subjects"),
     (["--preset", "ground-truth", "--out", "/proc/forbidden"], "--out"),
+    (["--preset", "tiny", "--describe"], "--no-references"),
 ])
 def test_eval_command_bad_input_is_one_line(tmp_path, args, says):
     run = _smg("eval", "subjectworld", *args, "--quiet", cwd=tmp_path)
     lines = run.stderr.strip().splitlines()
     assert run.returncode == 2 and len(lines) == 1 and lines[0].startswith("smg: error:") and says in lines[0]
+
+
+def test_described_text_only_row_prompts_with_the_whole_identities():
+    from smg_sdk import SubjectPipeline
+    from smg_sdk.eval.world_eval import WorldEvalConfig, _generator
+
+    pipe = SubjectPipeline.from_preset("tiny")
+    sample = SubjectWorld("heldout", subjects=(2,))[0]
+    images = [np.asarray(_generator(WorldEvalConfig("tiny", (2,), 1, steps=1, no_references=True, describe=d), pipe)(
+        sample, 0)) for d in (False, True)]
+    same_prompt = np.asarray(_generator(WorldEvalConfig("tiny", (2,), 1, steps=1, no_references=True), pipe)(sample, 0))
+    assert np.array_equal(images[0], same_prompt)  # the seed is fixed
+    assert not np.array_equal(images[0], images[1])  # the described prompt is another prompt
 
 
 def test_scene_judge_verifier_uses_the_registered_subjectworld_judge():

@@ -52,16 +52,21 @@ def test_base_and_reference_lora_recipes_write_loadable_results(tmp_path):
     from smg_sdk.backends.flux.plugin import tiny_pipeline
 
     base = _smg("--recipe", "base", "--out", "base", "--steps", "2", "--batch-size", "2", "--pool-size", "4",
-                "--eval-samples", "1", "--eval-every", "2", cwd=tmp_path)
+                "--eval-samples", "1", "--eval-every", "2", "--describe", "0.5", cwd=tmp_path)
     assert base.returncode == 0, base.stderr
     assert "identity=" in base.stdout and "prior=" in base.stdout  # the held-out evaluation line
+    assert "described_identity=" in base.stdout  # what the base draws when the text names the identity
     history = json.loads((tmp_path / "base" / "history.json").read_text())
     assert len(history["losses"]) == 2 and history["evaluations"][0]["step"] == 2
     again = _smg("--recipe", "base", "--out", "base", "--steps", "2", cwd=tmp_path)
     assert again.returncode == 2 and "--resume" in again.stderr
     lora = _smg("--recipe", "reference-lora", "--from", "base/flux", "--out", "lora", "--steps", "1",
-                "--batch-size", "1", "--eval-samples", "0", cwd=tmp_path)
+                "--batch-size", "1", "--eval-samples", "0", "--lora-rank", "4", cwd=tmp_path)
     assert lora.returncode == 0, lora.stderr
+    from safetensors.torch import load_file
+
+    weights = load_file(tmp_path / "lora" / "adapter" / "pytorch_lora_weights.safetensors")
+    assert {w.shape[0] for k, w in weights.items() if "lora_A" in k} == {4}
     backend = FluxBackend.from_pretrained(tmp_path / "base" / "flux", max_sequence_length=48)
     backend.load_stream_adapter("subject", tmp_path / "lora" / "adapter" / "pytorch_lora_weights.safetensors")
     pipe = tiny_pipeline(backend, adapter="subject")
@@ -76,7 +81,9 @@ def test_train_command_bad_input_is_one_line(tmp_path):
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     for args, says in ((["--recipe", "base", "--out", "mine"], "not empty"),
                        (["--recipe", "base", "--out", "x", "--steps", "0"], "--steps"),
-                       (["--recipe", "base", "--out", "x", "--budget-minutes", "-1"], "--budget-minutes")):
+                       (["--recipe", "base", "--out", "x", "--budget-minutes", "-1"], "--budget-minutes"),
+                       (["--recipe", "base", "--out", "x", "--describe", "1.5"], "--describe"),
+                       (["--recipe", "reference-lora", "--out", "x", "--lora-rank", "0"], "--lora-rank")):
         run = _smg(*args, cwd=tmp_path)
         lines = run.stderr.strip().splitlines()
         assert run.returncode == 2 and len(lines) == 1 and says in lines[0], run.stderr
@@ -175,3 +182,21 @@ def test_subject_weighted_pretraining_loss(tmp_path):
     assert "subject_weight" not in plain.run_config() and weighted.run_config()["subject_weight"] == 4.0
     with pytest.raises(ConfigError, match="subject_weight"):
         PretrainConfig(str(tmp_path), subject_weight=-1)
+
+
+def test_described_pretraining_pool(tmp_path):
+    import pytest
+
+    from smg_sdk.backends.flux.pretrain import PretrainConfig, encode_pool
+    from smg_sdk.data.subjectworld.vocab import COLOURS
+    from smg_sdk.errors import ConfigError
+
+    plain = PretrainConfig(str(tmp_path), pool_size=8, progress=False, side=64, subjects=(1,))
+    described = PretrainConfig(str(tmp_path), pool_size=8, progress=False, side=64, subjects=(1,), describe=1.0)
+    backend = _backend()
+    words = [set(c.split()) & set(COLOURS) for c in encode_pool(backend, described).captions]
+    assert all(words)  # every caption names its subject's colours
+    assert not any(set(c.split()) & set(COLOURS) for c in encode_pool(backend, plain).captions)
+    assert "describe" not in plain.run_config() and described.run_config()["describe"] == 1.0
+    with pytest.raises(ConfigError, match="describe"):
+        PretrainConfig(str(tmp_path), describe=2)

@@ -26,7 +26,7 @@ def cmd_train_subjectworld(args: argparse.Namespace) -> int:
     if not args.resume and (out / "checkpoints").is_dir() and checkpoints(out / "checkpoints"):
         raise SMGError(f"--out {args.out} already holds checkpoints of a run; pass --resume to continue it, "
                        "or choose a new folder.")
-    for name in ("steps", "batch_size", "threads", "eval_every", "pool_size"):
+    for name in ("steps", "batch_size", "threads", "eval_every", "pool_size", "lora_rank"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise RequestError(f"--{name.replace('_', '-')} must be >= 1, got {value}.")
@@ -49,7 +49,7 @@ def cmd_train_subjectworld(args: argparse.Namespace) -> int:
                             args.seed, args.eval_samples, args.eval_every, progress=not args.quiet,
                             pool_size=args.pool_size, subjects=subjects, learning_rate=args.learning_rate,
                             lr_schedule=args.lr_schedule, subject_weight=args.subject_weight,
-                            describe=args.describe)
+                            describe=args.describe, lora_rank=args.lora_rank)
     print(f"wrote {run_recipe(args.recipe, options)}")
     return 0
 
@@ -85,6 +85,7 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--describe", type=float, default=None,
                    help="base: probability that a caption names a subject's whole identity (colours, pattern) "
                         "instead of its class word only (default 0)")
+    p.add_argument("--lora-rank", type=int, default=None, help="reference-lora: the LoRA's rank (default 16)")
     p.add_argument("--eval-samples", type=int, default=8, help="held-out requests per evaluation (0: none)")
     p.add_argument("--eval-every", type=int, default=None, help="steps between evaluation lines")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -9,8 +9,8 @@ Three recipes, run in order, each resumable from its ``--out`` folder:
   (``--from``, default the shipped preset) with the trained VAE (``--vae``); writes
   ``OUT/flux/``, a complete diffusers FLUX folder. The stand-in for FLUX.1-dev.
 - ``reference-lora``: stage 1, the OminiControl-style subject adapter: VAE reference tokens
-  plus a LoRA (rank 16) routed to the reference stream only, trained on reference -> target
-  pairs of training identities with the base frozen; writes ``OUT/adapter/``.
+  plus a LoRA (rank 16, or ``--lora-rank``) routed to the reference stream only, trained on
+  reference -> target pairs of training identities with the base frozen; writes ``OUT/adapter/``.
 
 Every recipe prints periodic held-out evaluation lines (loss and the oracle's scores) and
 writes atomic checkpoints; a rerun with ``resume`` continues bit-identically.
@@ -54,6 +54,7 @@ class RecipeOptions:
     lr_schedule: str | None = None
     subject_weight: float | None = None
     describe: float | None = None
+    lora_rank: int | None = None
 
 
 def _eval_steps() -> int:
@@ -144,7 +145,7 @@ def run_reference_lora(options: RecipeOptions, log: Callable[[str], None] = prin
 
     backend = _load_backend(options.start_from or tiny_flux_path(), options.vae)
     torch.manual_seed(options.seed)  # LoRA A's initial values: the same run gives the same adapter
-    backend.add_stream_adapter(SUBJECT_ADAPTER, rank=16)
+    backend.add_stream_adapter(SUBJECT_ADAPTER, rank=options.lora_rank or 16)
     pipe = tiny_pipeline(backend, adapter=SUBJECT_ADAPTER)
     world = SubjectWorld("train", "reference", options.seed, subjects=options.subjects or (1, 2))
     data = _LazySamples(world, options.pool_size or 4096, options.subject_weight)  # encoded once each
