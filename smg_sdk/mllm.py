@@ -40,6 +40,7 @@ import torch
 from PIL import Image
 
 from .errors import ConditionError, ModelLoadError, RequestError
+from .placement import parse_dtype
 
 #: Values of :attr:`ChatInputs.modality`.
 TEXT_TOKEN = 0
@@ -150,7 +151,8 @@ def load_mllm(
     source = _check_source(path)
     if dtype is not None and torch_dtype is not None:
         raise ModelLoadError("Pass dtype or torch_dtype (its older name), not both.")
-    dtype = _resolve_dtype(dtype if dtype is not None else torch_dtype)
+    dtype = parse_dtype(dtype if dtype is not None else torch_dtype, "dtype" if dtype is not None else "torch_dtype",
+                        ModelLoadError)
     config = MLLMLoadConfig(
         path=source,
         torch_dtype=None if dtype is None else str(dtype).removeprefix("torch."),
@@ -207,15 +209,6 @@ def _check_source(path: str | Path) -> str:
             "Face cache; for the embedded tiny Qwen2.5-VL use smg_sdk.presets.tiny.tiny_qwen_vl_path()."
         )
     return text
-
-
-def _resolve_dtype(torch_dtype: torch.dtype | str | None) -> torch.dtype | None:
-    if torch_dtype is None or isinstance(torch_dtype, torch.dtype):
-        return torch_dtype
-    value = getattr(torch, str(torch_dtype).removeprefix("torch."), None)
-    if not isinstance(value, torch.dtype):
-        raise ModelLoadError(f"Unknown dtype {torch_dtype!r}; pass e.g. torch.bfloat16 or 'bfloat16'.")
-    return value
 
 
 def _dtype_kwarg() -> str:

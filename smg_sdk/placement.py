@@ -34,7 +34,7 @@ from typing import Any, Iterable, Iterator
 
 import torch
 
-from .errors import PlacementError, RequestError
+from .errors import PlacementError, RequestError, SMGError
 
 GROUP_OFFLOAD_TYPES = ("block_level", "leaf_level")
 DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
@@ -42,16 +42,20 @@ DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.floa
 """The ``dtype`` names the real-model presets accept."""
 
 
-def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """``"bf16"``/``"fp16"``/``"fp32"`` (or their long names, a torch dtype, None) as a torch dtype.
+def parse_dtype(dtype: str | torch.dtype | None, argument: str = "dtype",
+                error: type[SMGError] = RequestError) -> torch.dtype | None:
+    """``"bf16"``/``"fp16"``/``"fp32"`` (or ``"bfloat16"``, ``"torch.bfloat16"``..., a torch dtype,
+    None) as a torch dtype: the one parser of dtype names every loader uses.
 
-    Raises :class:`~smg_sdk.errors.RequestError` naming the accepted names otherwise.
+    Raises ``error`` (:class:`~smg_sdk.errors.RequestError` by default) naming ``argument`` and
+    the accepted names otherwise.
     """
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
-    if str(dtype) not in DTYPES:
-        raise RequestError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}.")
-    return DTYPES[str(dtype)]
+    name = str(dtype).removeprefix("torch.")
+    if name not in DTYPES:
+        raise error(f"{argument} {dtype!r} is not one of {sorted(DTYPES)} (or a torch dtype such as torch.bfloat16).")
+    return DTYPES[name]
 
 
 def parse_device(device: str | torch.device | None, argument: str = "device") -> torch.device | None:

@@ -23,6 +23,21 @@ def pipe():
     return pipe
 
 
+def test_every_loader_reads_dtype_names_the_same_way():
+    from smg_plugins.aligngen.redux import ReduxEncoder
+    from smg_sdk import load_mllm, parse_dtype
+    from smg_sdk.errors import ModelLoadError
+    from smg_sdk.presets.tiny import tiny_qwen_vl_path
+
+    for name in ("bf16", "bfloat16", "torch.bfloat16", torch.bfloat16):
+        assert parse_dtype(name) is torch.bfloat16
+    with pytest.raises(ModelLoadError, match="torch_dtype 'half-ish'"):
+        load_mllm(str(tiny_qwen_vl_path()), torch_dtype="half-ish", reuse=False)
+    with pytest.raises(ConditionError, match="redux torch_dtype 'int8'"):
+        ReduxEncoder(torch_dtype="int8")
+    assert ReduxEncoder(torch_dtype="bf16").vision.dtype is torch.bfloat16  # the short name, as the presets take
+
+
 def test_placement_takes_dtype_names_and_names_bad_devices_and_dtypes(pipe):
     with pytest.raises(PlacementError, match="device 'gpu' is not a torch device"):
         pipe.place(device="gpu")

@@ -24,13 +24,11 @@ from smg_sdk import (
     ModelLoadError,
     Request,
     StreamSpec,
+    parse_dtype,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
     from smg_sdk import FluxBackend
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 
 @dataclass(frozen=True)
 class ReduxFolders:
@@ -116,15 +114,14 @@ class ReduxEncoder(ConditionEncoder):
     ):
         if side not in ("raw", "text"):
             raise ConditionError(f"redux side must be 'raw' (for the DEM) or 'text' (plain FLUX Redux), not {side!r}.")
-        if torch_dtype not in DTYPES:
-            raise ConditionError(f"redux torch_dtype must be one of {sorted(DTYPES)}, not {torch_dtype!r}.")
+        dtype = parse_dtype(torch_dtype, "redux torch_dtype", ConditionError)
         if redux_path is None:
             from smg_sdk import tiny_redux_path, tiny_siglip_path
 
             siglip_path = siglip_path or str(tiny_siglip_path())
             redux_path = str(tiny_redux_path())
         self.prefix, self.side = prefix, side
-        self.vision, self.processor, self.redux = load_redux_models(siglip_path, redux_path, DTYPES[torch_dtype])
+        self.vision, self.processor, self.redux = load_redux_models(siglip_path, redux_path, dtype)
 
     @property
     def width(self) -> int:

@@ -54,7 +54,9 @@ class ClipEmbedder:
         require_safetensors(self.source, "CLIP model")
         kwargs: dict[str, Any] = {"local_files_only": self.local_files_only, "use_safetensors": True}
         if self.torch_dtype is not None:
-            kwargs["dtype"] = getattr(torch, str(self.torch_dtype).removeprefix("torch."))
+            from ..placement import parse_dtype
+
+            kwargs["dtype"] = parse_dtype(self.torch_dtype, "torch_dtype", ModelLoadError)
         try:
             model = CLIPModel.from_pretrained(self.source, **kwargs)
             processor = CLIPProcessor.from_pretrained(self.source, local_files_only=self.local_files_only)
