@@ -287,7 +287,8 @@ class SubjectPipeline:
         model (VAE, text encoders, MLLM, SigLIP/Redux, CLIP) at leaf level, whose hooks fire
         whatever method calls them. ``use_stream`` overlaps transfers on CUDA streams.
         Aggregators stay on ``onload_device``. Raises :class:`~smg_sdk.errors.PlacementError`
-        for an unknown ``offload_type`` or a bad ``num_blocks_per_group``.
+        for an unknown ``offload_type``, a bad ``num_blocks_per_group``, or ``use_stream`` on a
+        device without streams (the CPU).
         """
         from .placement import enable_group_offload, parse_device
 

@@ -52,7 +52,7 @@ def parse_dtype(dtype: str | torch.dtype | None, argument: str = "dtype",
     """
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
-    name = str(dtype).removeprefix("torch.")
+    name = str(dtype).removeprefix("torch.").lower()
     if name not in DTYPES:
         raise error(f"{argument} {dtype!r} is not one of {sorted(DTYPES)} (or a torch dtype such as torch.bfloat16).")
     return DTYPES[name]
@@ -306,6 +306,10 @@ def enable_group_offload(inv: Inventory, onload_device: torch.device, offload_de
     if num_blocks_per_group is not None and (isinstance(num_blocks_per_group, bool)
                                              or not isinstance(num_blocks_per_group, int) or num_blocks_per_group < 1):
         raise PlacementError(f"num_blocks_per_group must be a positive integer, not {num_blocks_per_group!r}.")
+    backend = getattr(torch, onload_device.type, None)
+    if use_stream and (onload_device.type == "cpu" or not hasattr(backend, "Stream")):  # diffusers' own test
+        raise PlacementError(f"use_stream=True overlaps transfers on {onload_device.type} streams, which the onload "
+                             "device does not have; pass use_stream=False (or an accelerator as onload_device).")
     denoisers = set(denoisers)
     for name, module in inv.models.items():
         kind = offload_type if name in denoisers else "leaf_level"

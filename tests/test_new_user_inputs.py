@@ -29,7 +29,7 @@ def test_every_loader_reads_dtype_names_the_same_way():
     from smg_sdk.errors import ModelLoadError
     from smg_sdk.presets.tiny import tiny_qwen_vl_path
 
-    for name in ("bf16", "bfloat16", "torch.bfloat16", torch.bfloat16):
+    for name in ("bf16", "BF16", "bfloat16", "torch.bfloat16", torch.bfloat16):
         assert parse_dtype(name) is torch.bfloat16
     with pytest.raises(ModelLoadError, match="torch_dtype 'half-ish'"):
         load_mllm(str(tiny_qwen_vl_path()), torch_dtype="half-ish", reuse=False)
@@ -50,6 +50,8 @@ def test_placement_takes_dtype_names_and_names_bad_devices_and_dtypes(pipe):
         pipe.to(dtype="int4")
     with pytest.raises(PlacementError, match="num_blocks_per_group"):
         pipe.enable_group_offload(onload_device="cpu", num_blocks_per_group=1.5)
+    with pytest.raises(PlacementError, match="use_stream=True"):
+        pipe.enable_group_offload(onload_device="cpu", use_stream=True)
     with pytest.raises(PlacementError, match="offload_device 'nope'"):
         pipe.enable_group_offload(onload_device="cpu", offload_device="nope")
     pipe.place(device="cpu", dtype="bf16")
