@@ -113,6 +113,20 @@ def test_plan_memory_errors(tmp_path, capsys):
     assert "qwen2_5_vl" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("text, says", [("{not json", "cannot be read as JSON"), ("[1, 2]", "holds a list"),
+                                        ('{"_class_name": "FluxTransformer2DModel", "num_layers": "two"}',
+                                         "does not describe a buildable model")])
+def test_plan_memory_names_a_malformed_config(tmp_path, capsys, text, says):
+    from smg_sdk.backends.flux.memory import PUBLISHED_ROOT
+
+    shutil.copytree(PUBLISHED_ROOT / "flux", tmp_path / "flux")
+    (tmp_path / "flux" / "transformer" / "config.json").write_text(text)
+    with pytest.raises(ModelLoadError, match=says):
+        plan_memory("reference-lora", models=tmp_path)
+    assert main(["plan-memory", "--preset", "reference-lora", "--models", str(tmp_path)]) == 2
+    assert says in capsys.readouterr().err
+
+
 def test_fit_table_rows():
     table = fit_table(("squeeze",)).splitlines()
     assert table[0] == "| preset | offload | quant | device peak | CPU RAM | 16 GB | 24 GB | 48 GB | 80 GB |"

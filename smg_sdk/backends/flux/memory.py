@@ -137,7 +137,22 @@ def build_on_meta(folder: Path) -> torch.nn.Module:
 
     Cached per folder (a meta model holds no memory; the configs are read once per process).
     """
-    config = json.loads((folder / "config.json").read_text())
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{folder}/config.json cannot be read as JSON ({exc}); put the model's published "
+                             "config.json there.") from None
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{folder}/config.json holds a {type(config).__name__}, not a model config object; "
+                             "put the model's published config.json there.")
+    try:
+        return _meta_model(folder, config)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise ModelLoadError(f"{folder}/config.json does not describe a buildable model ({type(exc).__name__}: "
+                             f"{exc}); put the model's published config.json there.") from None
+
+
+def _meta_model(folder: Path, config: dict) -> torch.nn.Module:
     with torch.device("meta"):
         if "_class_name" in config:
             import diffusers
