@@ -144,3 +144,22 @@ def test_composed_preset_runs_all_three_methods_and_offloads(folders):
                                        mllm_path=folders["qwen"], clip_path=folders["clip"], image_size=64,
                                        max_sequence_length=48, device="cpu", planner_settings=quick)
     assert np.isfinite(_image(bf16)).all()
+
+
+def test_wrong_files_for_real_preset_paths_are_named(folders, tmp_path):
+    from smg_plugins.aligngen.redux import redux_folders
+    from smg_sdk import ModelLoadError
+    from smg_sdk.eval.clip import ClipEmbedder
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file.txt").write_text("not a model")
+    for redux, says in ((tmp_path / "empty", "a folder with neither"), (tmp_path / "file.txt", "a file"),
+                        (tmp_path / "gone", "missing")):
+        with pytest.raises(ModelLoadError, match=f"redux_path .* is not a Redux folder \\(it is {says}"):
+            redux_folders(None, redux)
+    with pytest.raises(ModelLoadError, match="holds a 'qwen2_5_vl' model, not CLIP"):
+        ClipEmbedder(model_path=folders["qwen"]).load()
+    (tmp_path / "dla.bin").write_bytes(b"\x80\x04not safetensors")
+    with pytest.raises(ConditionError, match="aggregator_path .*dla.bin.* is not a 'dla' aggregator's safetensors"):
+        SubjectPipeline.from_preset("squeeze", path=folders["flux"], mllm_path=folders["qwen"],
+                                    aggregator_path=str(tmp_path / "dla.bin"), dtype="fp32", max_sequence_length=48)

@@ -50,6 +50,11 @@ def redux_folders(siglip_path: str | Path | None, redux_path: str | Path) -> Red
     instead. Raises :class:`ModelLoadError` naming the missing file.
     """
     redux = Path(redux_path).expanduser()
+    if not redux.is_dir() or not ((redux / "model_index.json").is_file() or (redux / "config.json").is_file()):
+        raise ModelLoadError(
+            f"redux_path {str(redux_path)!r} is not a Redux folder (it is {_what(redux)}); pass the FLUX.1-Redux-dev "
+            "folder as downloaded (with model_index.json), or a ReduxImageEncoder folder (config.json + weights)."
+        )
     if (redux / "model_index.json").is_file():
         embedder = redux / "image_embedder"
         vision = Path(siglip_path).expanduser() if siglip_path is not None else redux / "image_encoder"
@@ -70,6 +75,14 @@ def redux_folders(siglip_path: str | Path | None, redux_path: str | Path) -> Red
                 "FLUX.1-Redux-dev download as redux_path, or a ReduxImageEncoder folder plus a SigLIP folder."
             )
     return ReduxFolders(vision=vision, processor=processor, embedder=embedder)
+
+
+def _what(path: Path) -> str:
+    if not path.exists():
+        return "missing"
+    if not path.is_dir():
+        return "a file"
+    return "a folder with neither model_index.json nor config.json"
 
 
 def load_redux_models(siglip_path: str | Path | None, redux_path: str | Path, dtype: torch.dtype = torch.float32):

@@ -44,6 +44,7 @@ def build_squeeze(backend: FluxBackend, mllm_encoder: Any, *, aggregator: str, l
     initial weights; both drawn under seed 0). Raises :class:`ConditionError` if a named
     file is missing.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     registry = get_registry()
@@ -65,7 +66,11 @@ def build_squeeze(backend: FluxBackend, mllm_encoder: Any, *, aggregator: str, l
         pooling = registry.build("aggregator", aggregator, num_layers=len(mllm_encoder.layers),
                                  in_dim=mllm_encoder.mllm.hidden_size, out_dim=backend.text_width)
     if weights_file is not None:
-        pooling.load_state_dict(load_file(str(weights_file)))
+        try:
+            pooling.load_state_dict(load_file(str(weights_file)))
+        except (SafetensorError, OSError, RuntimeError) as exc:
+            raise ConditionError(f"squeeze aggregator_path {str(weights_file)!r} is not a {aggregator!r} aggregator's "
+                                 f"safetensors file ({exc}); pass the file squeeze training wrote.") from None
     return SubjectPipeline(backend, encoders, [pooling], schedule=registry.build("schedule", "multistage"),
                            defaults=defaults)
 

@@ -11,6 +11,22 @@ from PIL import Image
 from ..errors import ModelLoadError, SMGError
 
 
+def _require_clip_config(source: str) -> None:
+    """Raise :class:`ModelLoadError` if ``source`` is a local folder whose config.json is another model's."""
+    import json
+
+    config = Path(source).expanduser() / "config.json"
+    if not config.is_file():
+        return
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        raise ModelLoadError(f"{config} cannot be read as a model config; pass a CLIP model folder.") from None
+    if model_type != "clip":
+        raise ModelLoadError(f"{source} holds a {model_type!r} model, not CLIP (its config.json says model_type "
+                             f"{model_type!r}); pass a CLIP model folder (e.g. openai/clip-vit-large-patch14).")
+
+
 class ClipEmbedder:
     """Unit-norm CLIP embeddings, loaded on first use from ``model_path`` (default: the tiny CLIP).
 
@@ -52,6 +68,7 @@ class ClipEmbedder:
         from ..convert import require_safetensors
 
         require_safetensors(self.source, "CLIP model")
+        _require_clip_config(self.source)
         kwargs: dict[str, Any] = {"local_files_only": self.local_files_only, "use_safetensors": True}
         if self.torch_dtype is not None:
             from ..placement import parse_dtype
