@@ -49,7 +49,7 @@ def cmd_train_subjectworld(args: argparse.Namespace) -> int:
                             args.seed, args.eval_samples, args.eval_every, progress=not args.quiet,
                             pool_size=args.pool_size, subjects=subjects, learning_rate=args.learning_rate,
                             lr_schedule=args.lr_schedule, subject_weight=args.subject_weight,
-                            describe=args.describe, lora_rank=args.lora_rank)
+                            describe=args.describe, lora_rank=args.lora_rank, position=args.position)
     print(f"wrote {run_recipe(args.recipe, options)}")
     return 0
 
@@ -86,6 +86,8 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="base: probability that a caption names a subject's whole identity (colours, pattern) "
                         "instead of its class word only (default 0)")
     p.add_argument("--lora-rank", type=int, default=None, help="reference-lora: the LoRA's rank (default 16)")
+    p.add_argument("--position", choices=("omini", "kontext", "uno"), default=None,
+                   help="reference-lora: the reference tokens' position ids (default: the tiny preset's)")
     p.add_argument("--eval-samples", type=int, default=8, help="held-out requests per evaluation (0: none)")
     p.add_argument("--eval-every", type=int, default=None, help="steps between evaluation lines")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -56,6 +56,7 @@ class RecipeOptions:
     subject_weight: float | None = None
     describe: float | None = None
     lora_rank: int | None = None
+    position: str | None = None
 
 
 def _eval_steps() -> int:
@@ -147,7 +148,8 @@ def run_reference_lora(options: RecipeOptions, log: Callable[[str], None] = prin
     backend = _load_backend(options.start_from or tiny_flux_path(), options.vae)
     torch.manual_seed(options.seed)  # LoRA A's initial values: the same run gives the same adapter
     backend.add_stream_adapter(SUBJECT_ADAPTER, rank=options.lora_rank or 16)
-    pipe = tiny_pipeline(backend, adapter=SUBJECT_ADAPTER)
+    position = {"position": options.position} if options.position else {}  # else the preset's default
+    pipe = tiny_pipeline(backend, adapter=SUBJECT_ADAPTER, **position)
     world = SubjectWorld("train", "reference", options.seed, subjects=options.subjects or (1, 2))
     data = _LazySamples(world, options.pool_size or 4096, options.subject_weight)  # encoded once each
     config = TrainerConfig(str(Path(options.out) / "checkpoints"), max_steps=options.steps or 1500,
