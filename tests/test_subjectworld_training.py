@@ -200,29 +200,3 @@ def test_described_pretraining_pool(tmp_path):
     assert "describe" not in plain.run_config() and described.run_config()["describe"] == 1.0
     with pytest.raises(ConfigError, match="describe"):
         PretrainConfig(str(tmp_path), describe=2)
-
-
-def test_best_adapter_keeps_the_best_held_out_line_across_a_resume(tmp_path):
-    from safetensors.torch import load_file
-
-    from smg_sdk.backends.flux.recipes import BestAdapter, held_out_score
-
-    backend = _backend()
-    backend.add_stream_adapter("subject", rank=2)
-    line = lambda identity, instruction, omission: {"identity": identity, "instruction": instruction,
-                                                     "omission": omission, "copy_paste": 0.0}
-    best = BestAdapter(tmp_path / "best", backend, "subject")
-    assert best.consider(100, line(0.0, 0.5, 0.5))["score"] == held_out_score(line(0.0, 0.5, 0.5)) == 1 / 3
-    kept = load_file(tmp_path / "best" / "pytorch_lora_weights.safetensors")
-    with torch.no_grad():
-        for p in backend.adapter_parameters("subject").values():
-            p.add_(1.0)
-    best.consider(200, line(0.0, 0.4, 0.6))  # worse: the step-100 adapter stays
-    assert json.loads((tmp_path / "best" / "best.json").read_text())["step"] == 100
-    again = load_file(tmp_path / "best" / "pytorch_lora_weights.safetensors")
-    assert all(torch.equal(kept[k], again[k]) for k in kept)
-    resumed = BestAdapter(tmp_path / "best", backend, "subject")  # a resumed run knows the score to beat
-    assert resumed.score == 1 / 3
-    resumed.consider(300, line(0.25, 0.5, 0.5))
-    assert json.loads((tmp_path / "best" / "best.json").read_text())["step"] == 300
-    assert not all(torch.equal(kept[k], v) for k, v in load_file(tmp_path / "best" / "pytorch_lora_weights.safetensors").items())

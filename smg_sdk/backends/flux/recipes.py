@@ -10,8 +10,7 @@ Three recipes, run in order, each resumable from its ``--out`` folder:
   ``OUT/flux/``, a complete diffusers FLUX folder. The stand-in for FLUX.1-dev.
 - ``reference-lora``: stage 1, the OminiControl-style subject adapter: VAE reference tokens
   plus a LoRA (rank 16, or ``--lora-rank``) routed to the reference stream only, trained on
-  reference -> target pairs of training identities with the base frozen; writes ``OUT/adapter/``
-  (the last step) and ``OUT/best-adapter/`` (the step with the best held-out evaluation line).
+  reference -> target pairs of training identities with the base frozen; writes ``OUT/adapter/``.
 
 Every recipe prints periodic held-out evaluation lines (loss and the oracle's scores) and
 writes atomic checkpoints; a rerun with ``resume`` continues bit-identically.
@@ -158,50 +157,12 @@ def run_reference_lora(options: RecipeOptions, log: Callable[[str], None] = prin
                            height=128, width=128, guidance_scale=3.5, checkpoint_every=100,
                            progress=options.progress, cache_encodings=True)
     trainer = FlowMatchingTrainer(pipe, backend.adapter_parameters(SUBJECT_ADAPTER), data, config)
-    evaluate = None
-    if options.eval_samples:
-        best = BestAdapter(Path(options.out) / "best-adapter", backend, SUBJECT_ADAPTER)
-        evaluate = lambda step: best.consider(step, _world_eval(pipe, options, (1, 2), text_only=False))
+    evaluate = (lambda step: _world_eval(pipe, options, (1, 2), text_only=False)) if options.eval_samples else None
     trainer.train(resume=True, budget_minutes=options.budget_minutes, evaluate=evaluate,
                   eval_every=options.eval_every or 250, log=log, history_file=str(Path(options.out) / "history.json"))
     if not trainer.accelerator.is_main_process:  # under accelerate launch, one process writes
         return Path(options.out) / "adapter" / "pytorch_lora_weights.safetensors"
     return backend.save_adapter(SUBJECT_ADAPTER, Path(options.out) / "adapter")
-
-
-def held_out_score(line: dict) -> float:
-    """One number to pick an adapter by: the mean of identity, instruction and 1 - omission."""
-    return (line["identity"] + line["instruction"] + 1.0 - line["omission"]) / 3.0
-
-
-class BestAdapter:
-    """Keeps the adapter of the best evaluation line so far in ``folder`` (early stopping by the
-    held-out score, :func:`held_out_score`), with ``best.json`` naming its step and score.
-
-    The evaluation lines use held-out identities (seed 1 requests); ``smg eval subjectworld``
-    scores other requests (seed 0) of the same held-out identities, so a pick by these lines is
-    a choice on held-out data: say so where its numbers are reported.
-    """
-
-    def __init__(self, folder: Path, backend, adapter: str):
-        import json
-
-        self.folder, self.backend, self.adapter = Path(folder), backend, adapter
-        record = self.folder / "best.json"
-        self.score = json.loads(record.read_text())["score"] if record.is_file() else -1.0  # a resumed run
-
-    def consider(self, step: int, line: dict) -> dict:
-        import json
-
-        from ...atomic import atomic_folder
-
-        score = held_out_score(line)
-        if score > self.score:
-            with atomic_folder(self.folder, kind="best-adapter") as staging:
-                self.backend.save_adapter(self.adapter, staging)
-                (staging / "best.json").write_text(json.dumps({"step": step, "score": score, **line}, indent=1))
-            self.score = score
-        return {**line, "score": score}
 
 
 class _LazySamples(Sequence):
@@ -248,4 +209,4 @@ def run_vae(options: RecipeOptions, log: Callable[[str], None] = print) -> Path:
     return export_vae(checkpoint, Path(options.out) / "vae")
 
 
-__all__ = ["BestAdapter", "RECIPES", "RecipeOptions", "held_out_score", "run_base", "run_recipe", "run_reference_lora", "run_vae"]
+__all__ = ["RECIPES", "RecipeOptions", "run_base", "run_recipe", "run_reference_lora", "run_vae"]
