@@ -1,0 +1,81 @@
+"""The shipped tiny planner writes valid plans; the measurement that says so, and its pieces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from smg_plugins.music.planner_eval import (
+    PlannerEvalConfig,
+    build_planner,
+    evaluate_planner,
+    format_report,
+    layout_scores,
+    request_of,
+    sample_first_round,
+    score_text,
+    write_report,
+)
+from smg_plugins.music.world_data import WorldPlannerData
+from smg_sdk import ConfigError, SubjectWorld
+
+HELDOUT_32 = PlannerEvalConfig(samples=8, subjects=(1, 2, 3, 4), unseen_subjects=(), batch_size=32, seed=0)
+"""32 fixed held-out requests: 8 per subject count 1..4, one generate call per count."""
+
+
+def valid_rate(report) -> float:
+    rows = report["planner"]["heldout"].values()
+    return sum(r["valid"]["mean"] * r["requests"] for r in rows) / sum(r["requests"] for r in rows)
+
+
+def test_shipped_planner_writes_valid_plans_for_held_out_requests():
+    report = evaluate_planner(HELDOUT_32)
+    assert sum(r["requests"] for r in report["planner"]["heldout"].values()) == 32
+    assert valid_rate(report) >= 0.9, format_report(report)
+
+
+def test_the_same_check_fails_on_the_random_tiny_planner():
+    from smg_sdk import tiny_qwen_vl_path
+
+    random = build_planner(str(tiny_qwen_vl_path()), image_size=64, num_threads=1)
+    report = evaluate_planner(HELDOUT_32, planner=random)
+    assert valid_rate(report) < 0.9, format_report(report)
+
+
+def test_batched_first_round_matches_one_request_at_a_time():
+    """Left-padded batches sample what single requests sample (near-greedy temperature)."""
+    planner = build_planner()
+    world = SubjectWorld(split="heldout", subjects=(1, 3))
+    requests = [request_of(world[i]) for i in range(3)]
+    together = sample_first_round(planner, requests, seed=0, temperature=1e-4)
+    alone = [sample_first_round(planner, [r], seed=0, temperature=1e-4)[0] for r in requests]
+    assert together == alone
+
+
+def test_scores_of_the_truth_and_of_wrong_plans():
+    sample = SubjectWorld(split="heldout", subjects=(3,))[0]
+    assert score_text(sample.plan_text(), sample) == {"valid": 1.0, "cell_accuracy": 1.0, "subject_iou": 1.0,
+                                                      "relations": pytest.approx(1.0)}
+    assert score_text(sample.plan_text() + " ok", sample) == {"valid": 0.0}  # chatter: strictly invalid
+    assert score_text(sample.plan_text().replace("<layout>", "<grid>"), sample) == {"valid": 0.0}
+    flipped = sample.layout[:, ::-1].copy()
+    scores = layout_scores(flipped, sample.layout, sample.scene.relations)
+    assert scores["cell_accuracy"] < 1.0 and scores["subject_iou"] < 1.0
+    empty = np.zeros_like(sample.layout)
+    assert layout_scores(empty, sample.layout, sample.scene.relations)["subject_iou"] == 0.0
+
+
+def test_report_table_and_file(tmp_path):
+    config = PlannerEvalConfig(samples=2, subjects=(2,), unseen_subjects=(3,), batch_size=2)
+    report = evaluate_planner(config)
+    table = format_report(report)
+    assert "| planner | heldout | 2 | 2 |" in table and "| heuristic | unseen | 3 | 2 |" in table
+    path = write_report(report, tmp_path / "eval")
+    assert path.is_file() and (tmp_path / "eval" / "report.md").read_text().startswith("planner:")
+
+
+def test_bad_eval_settings():
+    with pytest.raises(ConfigError, match="samples"):
+        PlannerEvalConfig(samples=0)
+    with pytest.raises(ConfigError, match="count >= 3"):
+        WorldPlannerData(2, "heldout", (2,), "unseen")
