@@ -22,7 +22,8 @@ Means come with 95 % percentile-bootstrap intervals (:func:`smg_sdk.ci95`). Two 
 requests as a reference row.
 
 Requests are sampled ``batch_size`` at a time in one ``generate`` call (prompts left-padded;
-:func:`sample_first_round`), which is what makes 32 requests cheap enough for a test.
+:meth:`~smg_plugins.music.planner.MusicPlanner.sample_requests`), which is what makes 32
+requests cheap enough for a test.
 """
 
 from __future__ import annotations
@@ -34,14 +35,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from smg_sdk import ConfigError, Request, atomic_folder, ci95
 
 from .plan_format import PlanFormatError, parse_plan
 from .planner import MusicPlanner
-from .prompting import SYSTEM_PROMPT, planner_message
 from .world_data import WorldPlannerData
 
 METRICS = ("valid", "cell_accuracy", "subject_iou", "relations")
@@ -79,53 +78,10 @@ def build_planner(model_path: str | None = None, adapter_path: str | None = None
     return MusicPlanner(model_path=model_path, adapter_path=adapter_path, **settings)
 
 
-def _left_padded(parts: Sequence[Any], pad_id: int) -> dict[str, torch.Tensor]:
-    """One batch from single-request processor outputs: per-token tensors left-padded, images concatenated."""
-    lengths = [p.tensors["input_ids"].shape[1] for p in parts]
-    longest = max(lengths)
-    batch: dict[str, torch.Tensor] = {}
-    for key, first in parts[0].tensors.items():
-        values = [p.tensors[key] for p in parts]
-        if torch.is_tensor(first) and first.ndim == 2 and first.shape[1] == lengths[0] and first.shape[0] == 1:
-            fill = pad_id if key == "input_ids" else 0
-            batch[key] = torch.cat([torch.cat([v.new_full((1, longest - n), fill), v], dim=1)
-                                    for v, n in zip(values, lengths)])
-        else:  # pixel_values (patches, dim), image_grid_thw (images, 3): one after another, request order
-            batch[key] = torch.cat(values)
-    return batch
-
-
 def sample_first_round(planner: MusicPlanner, requests: Sequence[Request], seed: int,
                        temperature: float | None = None) -> list[str]:
-    """One raw first-round sample per request from ``planner``'s MLLM, all in one ``generate`` call.
-
-    Same prompt, token budget (the largest subject count's), early stop (``</layout>`` or the
-    first format mistake, per sequence) and temperature as :meth:`MusicPlanner.sample`.
-    """
-    from transformers import StoppingCriteriaList
-
-    from .stopping import FormatWatch
-
-    mllm, cfg = planner.mllm, planner.config
-    parts = [mllm.build_inputs(planner_message(r, cfg.rows, cfg.cols), [s.pil() for s in r.subjects],
-                               image_size=planner.image_size(), system=cfg.system_prompt or SYSTEM_PROMPT,
-                               add_generation_prompt=True) for r in requests]
-    pad = mllm.tokenizer.pad_token_id if mllm.tokenizer.pad_token_id is not None else mllm.tokenizer.eos_token_id
-    inputs = dataclasses.replace(parts[0], tensors=_left_padded(parts, int(pad)))
-    counts = [len(r.subjects) for r in requests]
-    watch = FormatWatch(mllm.tokenizer, inputs.tensors["input_ids"].shape[1], counts, cfg.rows, cfg.cols)
-    stops = {"stop_strings": ["</layout>"], "tokenizer": mllm.tokenizer,
-             "stopping_criteria": StoppingCriteriaList([watch])} if cfg.stop_early else {}
-    threads = cfg.num_threads
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        return mllm.generate(inputs, max_new_tokens=planner.token_budget(max(counts)),
-                             temperature=temperature or cfg.temperature, do_sample=True, seed=seed, use_cache=True,
-                             pad_token_id=int(pad), **stops)
-    finally:
-        torch.set_num_threads(previous)
+    """One raw first-round sample per request (:meth:`MusicPlanner.sample_requests`: one ``generate`` call)."""
+    return planner.sample_requests(list(requests), seed, temperature)
 
 
 def _centres(layout: np.ndarray, count: int) -> dict[int, tuple[float, float]]:

@@ -1,7 +1,7 @@
 """MUSIC presets: ``music-tiny`` (the embedded tiny FLUX) and ``music`` (local models).
 
 ``music-tiny``'s ``music`` planner is the tiny Qwen2.5-VL trained as a whole on SubjectWorld's
-ground-truth plans (``smg music-planner train``; shipped in this package as ``tiny_planner/``,
+ground-truth plans (``smg music-planner train``; shipped in this package as ``weights/planner/``,
 see :func:`tiny_planner_path`), not the random tiny model other presets embed.
 
 Both are the FLUX text + VAE-reference pipeline with MUSIC's planner, ``music-layout`` rule and
@@ -28,7 +28,7 @@ MUSIC_DEFAULTS: dict[str, Any] = {"height": 512, "width": 512, "num_inference_st
 def tiny_planner_path() -> Path:
     """The shipped trained tiny planner folder (a complete Qwen2.5-VL folder, safetensors);
     :class:`~smg_sdk.ModelLoadError` if it is missing from this installation."""
-    folder = Path(__file__).resolve().parent / "tiny_planner"
+    folder = Path(__file__).resolve().parent / "weights" / "planner"
     if not (folder / "model.safetensors").is_file():
         raise ModelLoadError(f"The trained tiny planner is missing from {folder}; reinstall smg-sdk, or pass "
                              "model_path= to the music planner.")

@@ -79,3 +79,17 @@ def test_bad_eval_settings():
         PlannerEvalConfig(samples=0)
     with pytest.raises(ConfigError, match="count >= 3"):
         WorldPlannerData(2, "heldout", (2,), "unseen")
+
+
+def test_music_tiny_plans_with_the_shipped_planner_without_falling_back():
+    import torch
+
+    from smg_plugins.music.planner import MusicPlanner
+    from smg_plugins.music.preset import tiny_planner_path
+    from smg_sdk import SubjectPipeline
+
+    pipe = SubjectPipeline.from_preset("music-tiny")
+    assert isinstance(pipe.planner, MusicPlanner) and pipe.planner.model_path == str(tiny_planner_path())
+    sample = SubjectWorld(split="heldout", subjects=(2,))[1]
+    plans = pipe.planner.plan(request_of(sample), 2, torch.Generator().manual_seed(0))
+    assert [p.notes["source"] for p in plans] == ["mllm", "mllm"], [p.notes for p in plans]

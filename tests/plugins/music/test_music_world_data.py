@@ -14,6 +14,7 @@ from smg_plugins.music.world_data import (
     WorldPlannerData,
     is_unseen_combination,
     music_sample,
+    placements,
     relation_kinds,
 )
 from smg_sdk import ConfigError, SubjectWorld
@@ -26,13 +27,28 @@ WORLD = SubjectWorld(split="train", subjects=(1, 2, 3, 4))
 def test_music_sample_teaches_the_world_plan_exactly(index):
     truth = WORLD[index]
     sample = music_sample(truth)
-    assert format_plan(sample.plan()) == truth.plan_text()  # the planner learns SubjectWorld's own plan text
+    assert sample.cot == f"{truth.cot} {placements(truth)}"  # SubjectWorld's CoT, then where each goes
+    assert format_plan(sample.plan()) == truth.plan_text().replace(truth.cot, sample.cot)
     assert sample.instruction == truth.prompt and [s.class_word for s in sample.subjects] == [
         p.identity.shape for p in truth.scene.subjects]
     parsed = parse_plan(truth.plan_text(), len(truth.scene.subjects))
     assert np.array_equal(parsed.layout.numpy(), truth.layout)
     for box, placed in zip(sample.boxes, truth.scene.subjects):
         assert np.allclose(np.array(box) * truth.scene.side, placed.box)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(index=st.integers(0, 10_000))
+def test_placements_name_each_subjects_anchor_third(index):
+    """Scenes put subjects on distinct cells of a 3 x 3 anchor grid: the names must tell them apart."""
+    truth = SubjectWorld(split="train", subjects=(2, 3, 4, 5, 6))[index]
+    names = [clause.split(" goes at the ")[1] for clause in placements(truth).rstrip(".").split(", ")]
+    assert len(set(names)) == len(names) == len(truth.scene.subjects)
+    for name, placed in zip(names, truth.scene.subjects):
+        row, col = name.split()
+        x, y = placed.centre
+        assert abs(y / truth.scene.side - {"top": 1 / 6, "middle": 1 / 2, "bottom": 5 / 6}[row]) < 0.1
+        assert abs(x / truth.scene.side - {"left": 1 / 6, "centre": 1 / 2, "right": 5 / 6}[col]) < 0.1
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -43,6 +59,7 @@ def test_decimated_world_samples_keep_each_remaining_subjects_cells(index):
     sample = music_sample(truth)
     previous = sample
     for smaller in decimate(sample):
+        assert smaller.cot.count(" goes at the ") == smaller.num_subjects  # the dropped one's place goes too
         kept = [k for k in range(previous.num_subjects) if previous.boxes[k] in smaller.boxes]
         assert len(kept) == smaller.num_subjects
         for new, old in enumerate(kept, start=1):
