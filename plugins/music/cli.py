@@ -37,7 +37,7 @@ def _positive(args: argparse.Namespace, *names: str) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train the planner on SubjectWorld (resumable; ``--budget-minutes`` stops after a checkpoint)."""
-    _positive(args, "steps", "batch_size", "pool_size", "threads", "eval_every", "eval_samples")
+    _positive(args, "steps", "batch_size", "pool_size", "threads", "eval_every", "eval_samples", "image_size")
     if args.budget_minutes is not None and not args.budget_minutes > 0:
         raise RequestError(f"--budget-minutes must be > 0, got {args.budget_minutes}.")
     if not 0 <= args.decimation <= 1:
@@ -58,7 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = PlannerTrainingConfig(
         str(out), train=args.mode, max_steps=args.steps, learning_rate=args.learning_rate, batch_size=args.batch_size,
         decimation_probability=args.decimation, seed=args.seed, checkpoint_every=args.checkpoint_every,
-        progress=not args.quiet, eval_every=args.eval_every,
+        progress=not args.quiet, eval_every=args.eval_every, image_size=args.image_size,
     )
     data = WorldPlannerData(args.pool_size, "train", counts, "seen", seed=args.seed)
     held = WorldPlannerData(args.eval_samples, "heldout", counts, "seen", seed=args.seed + 1)
@@ -71,7 +71,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Valid-plan rate and layout agreement of a planner on held-out SubjectWorld requests."""
-    _positive(args, "samples", "batch_size", "threads")
+    _positive(args, "samples", "batch_size", "threads", "image_size")
     import torch
 
     from .planner_eval import PlannerEvalConfig, evaluate_planner, format_report
@@ -80,7 +80,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     config = PlannerEvalConfig(
         model_path=args.planner, adapter_path=args.adapter, samples=args.samples, subjects=parse_counts(args.subjects),
         unseen_subjects=parse_counts(args.unseen_subjects), seed=args.seed, temperature=args.temperature,
-        batch_size=args.batch_size, progress=not args.quiet,
+        batch_size=args.batch_size, progress=not args.quiet, image_size=args.image_size,
     )
     report = evaluate_planner(config)
     print(format_report(report))
@@ -110,6 +110,8 @@ def _add_train(actions: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-samples", type=int, default=32, help="held-out scenes for the evaluation loss")
     p.add_argument("--eval-every", type=int, default=250, help="steps between evaluation lines")
     p.add_argument("--checkpoint-every", type=int, default=250)
+    p.add_argument("--image-size", type=int, default=64, help="side the references are resized to (default 64, "
+                   "the tiny model's; 448 for a real Qwen2.5-VL)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the tiny model gains nothing)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -125,6 +127,8 @@ def _add_eval(actions: argparse._SubParsersAction) -> None:
     p.add_argument("--unseen-subjects", default="3,4", help="subject counts of the unseen-combination set")
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the planner's)")
     p.add_argument("--batch-size", type=int, default=16, help="requests per generate call")
+    p.add_argument("--image-size", type=int, default=64, help="side the references are resized to (default 64: "
+                   "what the tiny planner was trained on; 448 for a real Qwen2.5-VL)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="write report.json into this folder")

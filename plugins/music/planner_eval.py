@@ -52,7 +52,8 @@ class PlannerEvalConfig:
     planner); ``adapter_path``: its LoRA; ``samples``: requests per subject count and set;
     ``subjects`` / ``unseen_subjects``: counts of the held-out and unseen-combination sets
     (``()``: skip the set); ``temperature``: None for the planner's own (0.9); ``batch_size``:
-    requests per ``generate`` call."""
+    requests per ``generate`` call; ``image_size``: side the references are resized to for a
+    ``model_path`` planner (None: the planner's default, 448; the tiny planner is trained at 64)."""
 
     model_path: str | None = None
     adapter_path: str | None = None
@@ -63,6 +64,7 @@ class PlannerEvalConfig:
     temperature: float | None = None
     batch_size: int = 16
     progress: bool = False
+    image_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.samples < 1 or self.batch_size < 1:
@@ -157,7 +159,9 @@ def evaluate_planner(config: PlannerEvalConfig, planner: MusicPlanner | None = N
     Returns ``{"config": ..., "planner": {set: {k: summary}}, "heuristic": {set: {k: summary}}}``
     with :func:`summarise` summaries; deterministic in the config.
     """
-    planner = planner if planner is not None else build_planner(config.model_path, config.adapter_path)
+    if planner is None:
+        sized = {"image_size": config.image_size} if config.image_size is not None else {}
+        planner = build_planner(config.model_path, config.adapter_path, **sized)
     report: dict[str, Any] = {"config": {**dataclasses.asdict(config), "subjects": list(config.subjects),
                                          "unseen_subjects": list(config.unseen_subjects)},
                               "model": planner.model_path, "planner": {}, "heuristic": {}}
