@@ -63,6 +63,8 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     ".plugins.registry": ("is_valid_name",),
     ".atomic": ("atomic_folder", "check_output_folder"),
     ".mllm": ("load_mllm",),
+    ".data.subjectworld": ("SubjectWorld", "relation_holds"),
+    ".eval.world_eval": ("ci95",),
     ".eval.clip": ("ClipEmbedder",),
     ".presets.tiny": ("TINY_DEFAULTS", "tiny_clip_path", "tiny_flux_path", "tiny_qwen_vl_path", "tiny_redux_path",
                       "tiny_siglip_path"),
@@ -102,4 +104,6 @@ __all__ = [
     "list_plugins", "load_mllm", "module_parameters", "onload", "parse_dtype", "plans_for_rows", "prepare_sampling",
     "sample_index", "sample_rng", "subject_char_spans", "tiny_clip_path", "tiny_flux_path", "tiny_qwen_vl_path",
     "tiny_redux_path", "tiny_siglip_path", "tokens_in_spans",
+    # SubjectWorld for plugins' recipes and evaluations (MUSIC's planner data and metrics)
+    "SubjectWorld", "ci95", "relation_holds",
 ]

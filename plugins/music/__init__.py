@@ -27,3 +27,11 @@ def smg_register(registry) -> None:
     registry.add_verifier("scene-judge", JudgeVerifier)
     registry.add_preset("music-tiny", music_tiny)
     registry.add_preset("music", music)
+
+
+@hookimpl
+def smg_register_commands(subparsers) -> None:
+    """``smg music-planner train|eval`` (planner training on SubjectWorld and its measurement)."""
+    from .cli import add_commands
+
+    add_commands(subparsers)

@@ -191,15 +191,27 @@ class MusicPlanner(Planner):
         Each text ends at ``</layout>``, at its first departure from the format (the reason is in
         ``self.stop_reasons``, one entry per text, None where it did not happen) or at the budget.
         """
-        mllm = self.mllm
-        inputs = mllm.build_inputs(
-            planner_message(request, self.config.rows, self.config.cols),
-            [s.pil() for s in request.subjects],
-            image_size=self.image_size(),
-            system=self.config.system_prompt or SYSTEM_PROMPT,
-            add_generation_prompt=True,
-        )
-        threads = self.config.num_threads or (1 if self.config.model_path is None else None)
+        return self._generate([request], seed, count=count)
+
+    def sample_requests(self, requests: list[Request], seed: int, temperature: float | None = None) -> list[str]:
+        """One raw first-round plan text per request, all in one ``generate`` call (prompts left-padded).
+
+        Same prompt, budget (the largest subject count's), early stop and temperature (unless
+        given) as :meth:`sample`; used to measure planners on many requests
+        (:mod:`smg_plugins.music.planner_eval`).
+        """
+        if not requests:
+            raise SMGError("sample_requests needs at least one request.")
+        return self._generate(list(requests), seed, temperature=temperature)
+
+    def _generate(self, requests: list[Request], seed: int, count: int = 1, temperature: float | None = None) -> list[str]:
+        mllm, cfg = self.mllm, self.config
+        parts = [mllm.build_inputs(planner_message(r, cfg.rows, cfg.cols), [s.pil() for s in r.subjects],
+                                   image_size=self.image_size(), system=cfg.system_prompt or SYSTEM_PROMPT,
+                                   add_generation_prompt=True) for r in requests]
+        pad = mllm.tokenizer.pad_token_id if mllm.tokenizer.pad_token_id is not None else mllm.tokenizer.eos_token_id
+        inputs = parts[0] if len(parts) == 1 else dataclasses.replace(parts[0], tensors=left_padded(parts, int(pad)))
+        threads = cfg.num_threads or (1 if cfg.model_path is None else None)
         previous = torch.get_num_threads()
         if threads:
             torch.set_num_threads(threads)
@@ -207,14 +219,15 @@ class MusicPlanner(Planner):
 
         from .stopping import FormatWatch
 
-        watch = FormatWatch(mllm.tokenizer, inputs.tensors["input_ids"].shape[-1], len(request.subjects),
-                            self.config.rows, self.config.cols)
+        counts = [len(r.subjects) for r in requests]
+        watch = FormatWatch(mllm.tokenizer, inputs.tensors["input_ids"].shape[-1],
+                            counts[0] if len(counts) == 1 else counts, cfg.rows, cfg.cols)
         stops = {"stop_strings": ["</layout>"], "tokenizer": mllm.tokenizer,
-                 "stopping_criteria": StoppingCriteriaList([watch])} if self.config.stop_early else {}
+                 "stopping_criteria": StoppingCriteriaList([watch])} if cfg.stop_early else {}
         try:
             texts = mllm.generate(
-                inputs, max_new_tokens=self.token_budget(len(request.subjects)), temperature=self.config.temperature,
-                do_sample=True, seed=seed, num_return_sequences=count, use_cache=True, **stops,
+                inputs, max_new_tokens=self.token_budget(max(counts)), temperature=temperature or cfg.temperature,
+                do_sample=True, seed=seed, num_return_sequences=count, use_cache=True, pad_token_id=int(pad), **stops,
             )
         finally:
             torch.set_num_threads(previous)
@@ -269,9 +282,28 @@ class MusicPlanner(Planner):
         return [p for p in plans if p is not None]
 
 
+def left_padded(parts: list[Any], pad_id: int) -> dict[str, torch.Tensor]:
+    """One batch from single-request processor outputs (:class:`smg_sdk.mllm.ChatInputs` s): per-token
+    tensors ``(1, L_i)`` left-padded to ``(B, max L)`` (``pad_id`` in ``input_ids``, 0 elsewhere, so
+    the attention mask hides the padding); image tensors (``pixel_values`` ``(patches, dim)``,
+    ``image_grid_thw`` ``(images, 3)``) concatenated in request order, as the processor batches them."""
+    lengths = [p.tensors["input_ids"].shape[1] for p in parts]
+    longest = max(lengths)
+    batch: dict[str, torch.Tensor] = {}
+    for key, first in parts[0].tensors.items():
+        values = [p.tensors[key] for p in parts]
+        if torch.is_tensor(first) and first.ndim == 2 and first.shape == (1, lengths[0]):
+            fill = pad_id if key == "input_ids" else 0
+            batch[key] = torch.cat([torch.cat([v.new_full((1, longest - n), fill), v], dim=1)
+                                    for v, n in zip(values, lengths)])
+        else:
+            batch[key] = torch.cat(values)
+    return batch
+
+
 def build_music_planner(*, trust_remote_code: bool = False, **settings: Any) -> MusicPlanner:
     """A :class:`MusicPlanner` from keyword settings (kept for callers; the registry registers the class)."""
     return MusicPlanner(trust_remote_code=trust_remote_code, **settings)
 
 
-__all__ = ["FALLBACKS", "MusicPlanner", "MusicPlannerConfig", "PlanningError", "build_music_planner"]
+__all__ = ["FALLBACKS", "MusicPlanner", "MusicPlannerConfig", "PlanningError", "build_music_planner", "left_padded"]

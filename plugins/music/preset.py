@@ -1,5 +1,9 @@
 """MUSIC presets: ``music-tiny`` (the embedded tiny FLUX) and ``music`` (local models).
 
+``music-tiny``'s ``music`` planner is the tiny Qwen2.5-VL trained as a whole on SubjectWorld's
+ground-truth plans (``smg music-planner train``; shipped in this package as ``weights/planner/``,
+see :func:`tiny_planner_path`), not the random tiny model other presets embed.
+
 Both are the FLUX text + VAE-reference pipeline with MUSIC's planner, ``music-layout`` rule and
 ``clip-text`` verifier. ``music``: what a user downloads is ``black-forest-labs/FLUX.1-dev``
 (diffusers format: ``model_index.json``, ``transformer/``, ``vae/``, ``text_encoder/``,
@@ -12,12 +16,28 @@ folder (``Qwen/Qwen2.5-VL-7B-Instruct`` as published), optionally the planner Lo
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from smg_sdk import SubjectPipeline, get_registry, parse_dtype
+from smg_sdk import ModelLoadError, SubjectPipeline, get_registry, parse_dtype
 
 MUSIC_DEFAULTS: dict[str, Any] = {"height": 512, "width": 512, "num_inference_steps": 28, "guidance_scale": 3.5}
 """FLUX.1-dev's 28 steps and guidance 3.5 at 512 px (the MUSIC paper's own settings are not recorded here)."""
+
+
+def tiny_planner_path() -> Path:
+    """The shipped trained tiny planner folder (a complete Qwen2.5-VL folder, safetensors);
+    :class:`~smg_sdk.ModelLoadError` if it is missing from this installation."""
+    folder = Path(__file__).resolve().parent / "weights" / "planner"
+    if not (folder / "model.safetensors").is_file():
+        raise ModelLoadError(f"The trained tiny planner is missing from {folder}; reinstall smg-sdk, or pass "
+                             "model_path= to the music planner.")
+    return folder
+
+
+def tiny_planner_settings() -> dict[str, Any]:
+    """``music`` planner settings of ``music-tiny``: the trained tiny planner, 64 px references, 1 thread."""
+    return {"model_path": str(tiny_planner_path()), "image_size": 64, "num_threads": 1}
 
 
 def with_music(base: SubjectPipeline, planner: Any, verifier: Any, layout_mode: str = "hard",
@@ -30,8 +50,14 @@ def with_music(base: SubjectPipeline, planner: Any, verifier: Any, layout_mode: 
 
 def music_tiny(planner: str = "music", layout_mode: str = "hard", reference_mode: str = "concat",
                **planner_settings: Any) -> SubjectPipeline:
-    """Tiny FLUX + ``music`` (or ``music-heuristic``) planner + ``music-layout`` + ``clip-text``."""
+    """Tiny FLUX + ``music`` (or ``music-heuristic``) planner + ``music-layout`` + ``clip-text``.
+
+    The ``music`` planner defaults to the trained tiny planner (:func:`tiny_planner_settings`);
+    ``planner_settings`` override it (``model_path=str(tiny_qwen_vl_path())`` for the random one).
+    """
     registry = get_registry()
+    if planner == "music":
+        planner_settings = {**tiny_planner_settings(), **planner_settings}
     tiny = SubjectPipeline.from_preset("tiny", reference_mode=reference_mode)
     return with_music(tiny, registry.build("planner", planner, **planner_settings),
                       registry.build("verifier", "clip-text"), layout_mode)

@@ -1,4 +1,4 @@
-"""Teaching the MLLM planner to write plans: LoRA on the MLLM, LM loss on the plan tokens only.
+"""Teaching the MLLM planner to write plans: LoRA or the whole MLLM, LM loss on the plan tokens only.
 
 Each training example is the planner's own prompt (system turn, every reference picture, the
 instruction and the format, exactly what :class:`~smg_plugins.music.planner.MusicPlanner`
@@ -8,13 +8,22 @@ on the prompt, so the loss is the language-model loss of the plan alone. With pr
 ``decimation_probability`` a sample is swapped for one of its decimations (fewer subjects,
 ids renumbered), the paper's augmentation.
 
-The adapter is a peft LoRA on the language model's attention projections (the vision tower is
-left alone); it is saved in peft's format (``adapter_config.json`` +
-``adapter_model.safetensors``) and loaded by the ``music`` planner with ``adapter_path=``.
+Two ways to train (``PlannerTrainingConfig.train``):
+
+- ``"lora"`` (default): a peft LoRA on the language model's attention projections (the vision
+  tower is left alone), saved in peft's format (``adapter_config.json`` +
+  ``adapter_model.safetensors``) as ``output_dir/adapter`` and loaded by the ``music`` planner
+  with ``adapter_path=``. For a pretrained MLLM.
+- ``"full"``: every tensor of the MLLM (vision tower included), saved as a complete
+  transformers folder ``output_dir/planner`` (``config.json``, ``model.safetensors``, the
+  tokenizer and processor files with the chat template), loaded with ``model_path=``. For a
+  model that knows nothing yet, such as the tiny Qwen2.5-VL.
+
 Training loads a private copy of the MLLM, so a model shared with other components is never
 changed. The loop is the SDK's :class:`~smg_sdk.training.TrainingLoop` (the one every recipe
 runs): checkpoints (``checkpoint-<step>/``) are atomic, a run resumes exactly, and a time
-budget stops it after a checkpoint.
+budget stops it after a checkpoint. With ``eval_every`` and an evaluation set, the plan-token
+loss on those fixed samples is logged as evaluation lines (and kept in ``history.json``).
 """
 
 from __future__ import annotations
@@ -48,13 +57,21 @@ from .prompting import SYSTEM_PROMPT, planner_message
 LM_ATTENTION = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"
 """peft ``target_modules`` regex: attention projections of the language model, not the vision tower."""
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+TRAIN_MODES = ("lora", "full")
+HISTORY_FILE = "history.json"
 
 
 @dataclass
 class PlannerTrainingConfig:
-    """Hyper-parameters of planner training; ``output_dir`` receives checkpoints and ``adapter/``."""
+    """Hyper-parameters of planner training; ``output_dir`` receives checkpoints, ``history.json`` and
+    ``adapter/`` (``train="lora"``) or ``planner/`` (``train="full"``, a complete model folder).
+
+    ``lora_*``, ``target_modules`` and ``adapter_name`` apply to ``"lora"`` only; ``eval_every``:
+    steps between evaluation lines (plan-token loss on the trainer's evaluation set; None: none).
+    """
 
     output_dir: str
+    train: str = "lora"
     max_steps: int = 200
     learning_rate: float = 5e-4
     batch_size: int = 2
@@ -70,8 +87,13 @@ class PlannerTrainingConfig:
     checkpoint_every: int = 50
     max_grad_norm: float | None = 1.0
     progress: bool = True
+    eval_every: int | None = None
 
     def __post_init__(self) -> None:
+        if self.train not in TRAIN_MODES:
+            raise SMGError(f"PlannerTrainingConfig train must be one of {', '.join(TRAIN_MODES)}, got {self.train!r}.")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise SMGError(f"PlannerTrainingConfig eval_every must be >= 1 or None, got {self.eval_every!r}.")
         if self.max_steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1 or self.lora_rank < 1:
             raise SMGError("max_steps, batch_size, checkpoint_every and lora_rank must all be >= 1.")
         if not 0 <= self.decimation_probability <= 1:
@@ -79,7 +101,30 @@ class PlannerTrainingConfig:
 
 
 def _is_training_output(folder: Path) -> bool:
-    return is_training_output(folder) or (folder / "adapter").exists()
+    return is_training_output(folder) or (folder / "adapter").exists() or (folder / "planner").exists()
+
+
+def _is_model_folder(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+
+
+def save_planner_model(mllm: Any, folder: str | Path) -> Path:
+    """Write ``mllm`` (model + processor, tokenizer, chat template) to ``folder`` as a complete
+    transformers folder, safetensors only, atomically; load it with ``MusicPlanner(model_path=...)``.
+
+    Raises :class:`~smg_sdk.SMGError` if ``mllm`` carries a planner LoRA (save that with
+    :func:`save_planner_adapter`), and if ``folder`` exists and is not an earlier planner folder.
+    """
+    if getattr(mllm.model, "_music_planner_lora", None) is not None:
+        raise SMGError("This MLLM carries a planner LoRA; save it with save_planner_adapter(), not as a whole model.")
+    folder = Path(folder).expanduser().resolve()
+    with atomic_folder(folder, kind="planner model", recognise=_is_model_folder) as staging:
+        mllm.model.save_pretrained(str(staging), safe_serialization=True)
+        mllm.processor.save_pretrained(str(staging))
+        unsafe = sorted(p.name for p in staging.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl"))
+        if unsafe:
+            raise SMGError(f"Saving the planner wrote pickle files {unsafe}; refusing to keep them.")
+    return folder
 
 
 def _is_adapter(folder: Path) -> bool:
@@ -141,22 +186,40 @@ def load_planner_adapter(mllm: Any, folder: str | Path, adapter_name: str = "mus
 
 
 class PlannerTrainer:
-    """LoRA training of an MLLM to write MUSIC plans (see the module docstring)."""
+    """Training of an MLLM (a LoRA, or the whole model) to write MUSIC plans (see the module docstring).
 
-    def __init__(self, mllm: Any, dataset: Sequence[MusicSample], config: PlannerTrainingConfig):
+    ``dataset``: any sequence of :class:`MusicSample` (indexed lazily, e.g.
+    :class:`~smg_plugins.music.world_data.WorldPlannerData`); ``eval_set``: fixed samples whose
+    plan-token loss makes the evaluation lines (with ``config.eval_every``).
+    """
+
+    def __init__(self, mllm: Any, dataset: Sequence[MusicSample], config: PlannerTrainingConfig,
+                 eval_set: Sequence[MusicSample] = ()):
         if len(dataset) == 0:
             raise SMGError("The planner training dataset is empty.")
-        self.mllm, self.dataset, self.config = mllm, list(dataset), config
-        if getattr(mllm.model, "_music_planner_lora", None) is None:
-            add_planner_adapter(mllm, config.lora_rank, config.lora_alpha, config.target_modules, config.adapter_name,
-                                config.seed)
-        mllm.model.requires_grad_(False)
-        self.trainable = {n: p for n, p in mllm.model.named_parameters() if "lora_" in n}
-        if not self.trainable:
-            raise SMGError(f"target_modules {config.target_modules!r} matched no layer of this MLLM.")
-        for p in self.trainable.values():
-            p.requires_grad_(True)
+        self.mllm, self.config = mllm, config
+        self.dataset = dataset if isinstance(dataset, Sequence) else list(dataset)
+        self.eval_set = list(eval_set)
+        if config.train == "full":
+            if getattr(mllm.model, "_music_planner_lora", None) is not None:
+                raise SMGError("train='full' needs an MLLM without a planner LoRA; load a fresh copy.")
+            mllm.model.requires_grad_(True)
+            self.trainable = dict(mllm.model.named_parameters())
+        else:
+            self.trainable = self._lora_parameters()
         self.optimizer = torch.optim.AdamW(list(self.trainable.values()), lr=config.learning_rate)
+
+    def _lora_parameters(self) -> dict[str, torch.Tensor]:
+        cfg, mllm = self.config, self.mllm
+        if getattr(mllm.model, "_music_planner_lora", None) is None:
+            add_planner_adapter(mllm, cfg.lora_rank, cfg.lora_alpha, cfg.target_modules, cfg.adapter_name, cfg.seed)
+        mllm.model.requires_grad_(False)
+        trainable = {n: p for n, p in mllm.model.named_parameters() if "lora_" in n}
+        if not trainable:
+            raise SMGError(f"target_modules {cfg.target_modules!r} matched no layer of this MLLM.")
+        for p in trainable.values():
+            p.requires_grad_(True)
+        return trainable
 
     # ------------------------------------------------------------------ examples
     def example(self, sample: MusicSample) -> dict[str, torch.Tensor]:
@@ -219,30 +282,48 @@ class PlannerTrainer:
     def loop(self) -> TrainingLoop:
         """The SDK's :class:`TrainingLoop` on :meth:`batch_loss` of the adapter's tensors."""
         cfg = self.config
+        evaluating = cfg.eval_every is not None and bool(self.eval_set)
+        history = str(Path(cfg.output_dir).expanduser() / HISTORY_FILE)
         settings = LoopConfig(cfg.output_dir, cfg.max_steps, cfg.checkpoint_every, asdict(cfg), RESUME_MAY_CHANGE,
                               cfg.max_grad_norm, cfg.progress, description="planner training",
-                              output_kind="planner training")
-        return TrainingLoop(self.trainable, self.optimizer, self.batch_loss, settings, recognise=_is_training_output)
+                              output_kind="planner training", eval_every=cfg.eval_every if evaluating else None,
+                              history_file=history)
+        evaluate = (lambda step: {"eval_loss": self.evaluate(self.eval_set)}) if evaluating else None
+        return TrainingLoop(self.trainable, self.optimizer, self.batch_loss, settings, recognise=_is_training_output,
+                            evaluate=evaluate, log=self.log)
+
+    def log(self, line: str) -> None:
+        """Where evaluation and budget lines go (stdout; through tqdm's writer when a bar is shown)."""
+        from tqdm.auto import tqdm
+
+        tqdm.write(line)
 
     def train(self, resume: bool = True, budget_minutes: float | None = None) -> TrainResult:
         """Train to ``max_steps`` (resuming from the newest checkpoint) or ``budget_minutes``; saves
-        ``output_dir/adapter`` either way (a rerun with ``resume`` continues a stopped run)."""
+        ``output_dir/adapter`` (LoRA) or ``output_dir/planner`` (full) either way (a rerun with
+        ``resume`` continues a stopped run)."""
         self.mllm.model.train()
         try:
             result = self.loop().run(resume, budget_minutes)
         finally:
             self.mllm.model.eval()
-        save_planner_adapter(self.mllm, Path(self.config.output_dir).expanduser().resolve() / "adapter")
+        out = Path(self.config.output_dir).expanduser().resolve()
+        if self.config.train == "full":
+            save_planner_model(self.mllm, out / "planner")
+        else:
+            save_planner_adapter(self.mllm, out / "adapter")
         return result
 
 
 def train_planner(
     dataset: Sequence[MusicSample], config: PlannerTrainingConfig, model_path: str | None = None,
-    trust_remote_code: bool = False,
+    trust_remote_code: bool = False, eval_set: Sequence[MusicSample] = (), resume: bool = True,
+    budget_minutes: float | None = None,
 ) -> tuple[PlannerTrainer, TrainResult]:
-    """Load a private copy of the MLLM (default: the tiny Qwen2.5-VL), train, save the adapter.
+    """Load a private copy of the MLLM (default: the random tiny Qwen2.5-VL), train, save the result.
 
-    Use the result with ``MusicPlanner(model_path=..., adapter_path=f"{output_dir}/adapter")``.
+    Use it with ``MusicPlanner(model_path=..., adapter_path=f"{output_dir}/adapter")`` (LoRA) or
+    ``MusicPlanner(model_path=f"{output_dir}/planner")`` (``train="full"``).
     """
     from smg_sdk import load_mllm
 
@@ -251,11 +332,11 @@ def train_planner(
 
         model_path = str(tiny_qwen_vl_path())
     mllm = load_mllm(model_path, trust_remote_code=trust_remote_code, reuse=False)
-    trainer = PlannerTrainer(mllm, dataset, config)
-    return trainer, trainer.train()
+    trainer = PlannerTrainer(mllm, dataset, config, eval_set)
+    return trainer, trainer.train(resume, budget_minutes)
 
 
 __all__ = [
-    "LM_ATTENTION", "PlannerTrainer", "PlannerTrainingConfig", "add_planner_adapter", "load_planner_adapter",
-    "save_planner_adapter", "train_planner",
+    "LM_ATTENTION", "PlannerTrainer", "PlannerTrainingConfig", "TRAIN_MODES", "add_planner_adapter",
+    "load_planner_adapter", "save_planner_adapter", "save_planner_model", "train_planner",
 ]

@@ -52,3 +52,41 @@ def test_decimation_augmentation_and_resume(tmp_path):
     resumed, _ = train_planner(data, PlannerTrainingConfig(output_dir=str(tmp_path / "split"), **config))
     for name, p in full.trainable.items():
         assert torch.allclose(p, resumed.trainable[name], atol=1e-6), name
+
+
+def test_full_training_writes_a_complete_model_folder_that_the_planner_loads(tmp_path):
+    """train="full": every tensor (vision tower too) trains; the result is a whole transformers folder."""
+    from smg_plugins.music.world_data import WorldPlannerData
+    from smg_sdk import load_mllm, tiny_qwen_vl_path
+
+    data = WorldPlannerData(3, "train", (1, 2))
+    config = PlannerTrainingConfig(output_dir=str(tmp_path / "run"), train="full", max_steps=3, learning_rate=1e-3,
+                                   batch_size=1, progress=False, checkpoint_every=2, eval_every=2)
+    trainer, result = train_planner(data, config, eval_set=[data[0]])
+    names = set(dict(trainer.mllm.model.named_parameters()))
+    assert set(trainer.trainable) == names and any("visual" in n for n in names)
+    folder = tmp_path / "run" / "planner"
+    files = {p.name for p in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"} <= files
+    assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl"))]
+    assert [e["step"] for e in result.evaluations] == [2, 3] and "eval_loss" in result.evaluations[0]
+
+    planner = MusicPlanner(model_path=str(folder), image_size=64)
+    loaded = dict(planner.mllm.model.named_parameters())
+    random = dict(load_mllm(tiny_qwen_vl_path()).model.named_parameters())
+    for name, p in trainer.trainable.items():
+        assert torch.equal(loaded[name], p.detach()), name
+    assert any(not torch.equal(random[n], trainer.trainable[n].detach()) for n in names if "visual" in n)
+
+    _, again = train_planner(data, PlannerTrainingConfig(**{**config.__dict__, "max_steps": 4}),
+                                   eval_set=[data[0]])
+    assert again.last_step == 4 and len(again.losses) == 1  # resumed at 3: one more step
+
+
+def test_train_mode_is_checked():
+    import pytest
+
+    from smg_sdk import SMGError
+
+    with pytest.raises(SMGError, match="train must be one of lora, full"):
+        PlannerTrainingConfig(output_dir="x", train="half")
