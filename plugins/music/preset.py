@@ -1,8 +1,10 @@
 """MUSIC presets: ``music-tiny`` (the embedded tiny FLUX) and ``music`` (local models).
 
-``music-tiny``'s ``music`` planner is the tiny Qwen2.5-VL trained as a whole on SubjectWorld's
-ground-truth plans (``smg music-planner train``; shipped in this package as ``weights/planner/``,
-see :func:`tiny_planner_path`), not the random tiny model other presets embed.
+``music-tiny(trained_planner=True)`` plans with the tiny Qwen2.5-VL trained as a whole on
+SubjectWorld's ground-truth plans (``smg music-planner train``; shipped in this package as
+``weights/planner/``, see :func:`tiny_planner_path`). It is opt-in: measured on 32 held-out
+requests per subject count it writes valid plans for 58 % of them, and those plans follow their
+instructions worse than the heuristic plan the random planner falls back to (plugin README).
 
 Both are the FLUX text + VAE-reference pipeline with MUSIC's planner, ``music-layout`` rule and
 ``clip-text`` verifier. ``music``: what a user downloads is ``black-forest-labs/FLUX.1-dev``
@@ -19,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from smg_sdk import ModelLoadError, SubjectPipeline, get_registry, parse_dtype
+from smg_sdk import ConfigError, ModelLoadError, SubjectPipeline, get_registry, parse_dtype
 
 MUSIC_DEFAULTS: dict[str, Any] = {"height": 512, "width": 512, "num_inference_steps": 28, "guidance_scale": 3.5}
 """FLUX.1-dev's 28 steps and guidance 3.5 at 512 px (the MUSIC paper's own settings are not recorded here)."""
@@ -49,14 +51,17 @@ def with_music(base: SubjectPipeline, planner: Any, verifier: Any, layout_mode: 
 
 
 def music_tiny(planner: str = "music", layout_mode: str = "hard", reference_mode: str = "concat",
-               **planner_settings: Any) -> SubjectPipeline:
+               trained_planner: bool = False, **planner_settings: Any) -> SubjectPipeline:
     """Tiny FLUX + ``music`` (or ``music-heuristic``) planner + ``music-layout`` + ``clip-text``.
 
-    The ``music`` planner defaults to the trained tiny planner (:func:`tiny_planner_settings`);
-    ``planner_settings`` override it (``model_path=str(tiny_qwen_vl_path())`` for the random one).
+    ``trained_planner=True``: the ``music`` planner is the shipped trained tiny planner
+    (:func:`tiny_planner_settings`; ``planner_settings`` still override it). Otherwise it is the
+    random tiny Qwen2.5-VL, whose plans fail validation and fall back to the heuristic plan.
     """
     registry = get_registry()
-    if planner == "music":
+    if trained_planner:
+        if planner != "music":
+            raise ConfigError(f"trained_planner=True needs planner='music', not {planner!r}.")
         planner_settings = {**tiny_planner_settings(), **planner_settings}
     tiny = SubjectPipeline.from_preset("tiny", reference_mode=reference_mode)
     return with_music(tiny, registry.build("planner", planner, **planner_settings),

@@ -96,14 +96,15 @@ def test_bad_eval_settings():
         WorldPlannerData(2, "heldout", (2,), "unseen")
 
 
-def test_music_tiny_plans_with_the_shipped_planner_without_falling_back():
+def test_music_tiny_plans_with_the_trained_planner_when_asked_without_falling_back():
     import torch
 
     from smg_plugins.music.planner import MusicPlanner
     from smg_plugins.music.preset import tiny_planner_path
     from smg_sdk import SubjectPipeline
 
-    pipe = SubjectPipeline.from_preset("music-tiny")
+    assert SubjectPipeline.from_preset("music-tiny").planner.model_path != str(tiny_planner_path())  # opt-in
+    pipe = SubjectPipeline.from_preset("music-tiny", trained_planner=True)
     assert isinstance(pipe.planner, MusicPlanner) and pipe.planner.model_path == str(tiny_planner_path())
     sample = SubjectWorld(split="heldout", subjects=(2,))[1]
     plans = pipe.planner.plan(request_of(sample), 2, torch.Generator().manual_seed(0))
