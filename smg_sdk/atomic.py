@@ -179,6 +179,14 @@ def _swap_in(staging: Path, folder: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def current_umask() -> int:
+    """The process umask (read by setting it and setting it back), for files and folders made
+    private by ``tempfile`` that should end with a new file's or folder's usual mode."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_folder(folder: str | Path, kind: str | None = None,
                   recognise: Callable[[Path], bool] | None = None) -> Iterator[Path]:
@@ -193,6 +201,7 @@ def atomic_folder(folder: str | Path, kind: str | None = None,
     folder.parent.mkdir(parents=True, exist_ok=True)
     recover_folder(folder)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.staging-{os.getpid()}-", dir=folder.parent))
+    staging.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700; the result gets a new folder's usual mode
     try:
         if kind is not None:
             _mark(staging, kind)

@@ -31,6 +31,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import current_umask
 from .errors import ModelLoadError, SMGError
 
 __all__ = ["Conversion", "convert_weights", "require_safetensors", "safetensors_name"]
@@ -96,11 +97,9 @@ def _write_atomic(target: Path, write) -> None:
     """Call ``write(temporary_path)`` and rename the result to ``target``; no partial file survives."""
     handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(handle)
-    umask = os.umask(0)
-    os.umask(umask)
     try:
         write(temp)
-        os.chmod(temp, 0o666 & ~umask)  # as an ordinary new file (mkstemp makes it private)
+        os.chmod(temp, 0o666 & ~current_umask())  # as an ordinary new file (mkstemp makes it private)
         os.replace(temp, target)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

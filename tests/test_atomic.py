@@ -28,3 +28,13 @@ def test_failure_keeps_the_old_folder(tmp_path):
             raise RuntimeError("killed mid-write")
     assert sorted(p.name for p in target.iterdir()) == ["old.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_the_new_folder_has_a_new_folders_usual_mode(tmp_path):
+    import stat
+
+    (tmp_path / "plain").mkdir()
+    with atomic_folder(tmp_path / "out") as staging:
+        (staging / "a.txt").write_text("a")
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)
+    assert mode(tmp_path / "out") == mode(tmp_path / "plain")  # not mkdtemp's private 0700
