@@ -187,6 +187,24 @@ def current_umask() -> int:
     return mask
 
 
+def atomic_file(path: str | Path, write: Callable[[str], None], suffix: str | None = None) -> None:
+    """Call ``write(temporary_path)`` beside ``path``, then rename the result into place: no
+    half-written file survives, and the file gets a new file's usual mode (``mkstemp`` makes it
+    private). ``suffix``: the temporary file's (default ``path``'s own, for writers that pick a
+    format by it)."""
+    path = Path(path)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix if suffix is None else suffix,
+                                    dir=path.parent)
+    os.close(handle)
+    try:
+        write(temp)
+        os.chmod(temp, 0o666 & ~current_umask())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
 @contextmanager
 def atomic_folder(folder: str | Path, kind: str | None = None,
                   recognise: Callable[[Path], bool] | None = None) -> Iterator[Path]:

@@ -185,22 +185,9 @@ def _load_pipeline(args: argparse.Namespace):
 
 def _atomic(path, write: Callable[[str], None]) -> None:
     """Call ``write(temp_path)`` beside ``path``, then rename into place: no half-written files."""
-    import os
-    import tempfile
-    from pathlib import Path
+    from .atomic import atomic_file
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_file(path, write)
 
 
 def _candidate_rows(result) -> list[tuple[int, object, float | None, object]]:

@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import current_umask
+from .atomic import atomic_file
 from .errors import ModelLoadError, SMGError
 
 __all__ = ["Conversion", "convert_weights", "require_safetensors", "safetensors_name"]
@@ -93,19 +91,6 @@ def _unshared(state: dict) -> dict:
     return out
 
 
-def _write_atomic(target: Path, write) -> None:
-    """Call ``write(temporary_path)`` and rename the result to ``target``; no partial file survives."""
-    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(handle)
-    try:
-        write(temp)
-        os.chmod(temp, 0o666 & ~current_umask())  # as an ordinary new file (mkstemp makes it private)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def _convert_file(source: Path) -> Conversion:
     from safetensors.torch import save_file
 
@@ -117,7 +102,7 @@ def _convert_file(source: Path) -> Conversion:
     except ModelLoadError as error:  # e.g. training_args.bin or optimizer.bin beside the weights
         first = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines()[0]
         return Conversion(source, target, skipped=f"not a weights file, not converted: {first}")
-    _write_atomic(target, lambda temp: save_file(state, temp, metadata={"format": "pt"}))
+    atomic_file(target, lambda temp: save_file(state, temp, metadata={"format": "pt"}), suffix=".tmp")
     return Conversion(source, target, tensors=len(state))
 
 
@@ -128,7 +113,7 @@ def _convert_index(source: Path) -> Conversion:
     index = json.loads(source.read_text(encoding="utf-8"))
     weight_map = {k: safetensors_name(v) for k, v in index.get("weight_map", {}).items()}
     text = json.dumps({**index, "weight_map": weight_map}, indent=2)
-    _write_atomic(target, lambda temp: Path(temp).write_text(text, encoding="utf-8"))
+    atomic_file(target, lambda temp: Path(temp).write_text(text, encoding="utf-8"), suffix=".tmp")
     return Conversion(source, target, tensors=len(weight_map))
 
 

@@ -94,11 +94,11 @@ class VAEReferenceEncoder(ConditionEncoder):
         reduction_factor(reference_scale)  # refuse a bad value now, not at the first request
         self.reference_scale = reference_scale
 
-
     @property
     def reduction(self) -> int:
         """``n`` of ``reference_scale = 1/n`` (read at each request, so a changed scale applies and is checked)."""
         return reduction_factor(self.reference_scale)
+
     def encode(self, request: Request, backend: "FluxBackend") -> ConditionSet:
         if not request.subjects:
             return ConditionSet()
