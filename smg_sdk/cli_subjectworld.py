@@ -50,6 +50,7 @@ def cmd_eval_subjectworld(args: argparse.Namespace) -> int:
         args.preset, check_counts(args.subjects),
         args.samples if args.samples is not None else QUICK_SAMPLES if args.quick else 32,
         args.seed, args.steps, args.no_references, describe=args.describe, options=_preset_options(args.option),
+        true_cfg_scale=args.true_cfg,
     )
     check_writable(args.out, "subjectworld-eval")
     if config.preset not in BASELINES:
@@ -91,6 +92,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-references", action="store_true", help="drop the references (the text-only row)")
     p.add_argument("--describe", action="store_true",
                    help="with --no-references: the prompt names each identity in full (colours, pattern)")
+    p.add_argument("--true-cfg", type=float, default=1.0, metavar="S",
+                   help="true classifier-free guidance scale against the empty prompt (default 1: none)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a preset option (repeatable)")
     p.add_argument("--out", default=None, help="folder for results.json and contact_sheet.png")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

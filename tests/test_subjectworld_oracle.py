@@ -186,6 +186,8 @@ def test_eval_command_writes_results_in_the_documented_shape(tmp_path):
     (["--preset", "ground-truth", "--subjects", "1,9"], "subjects"),
     (["--preset", "ground-truth", "--out", "/proc/forbidden"], "--out"),
     (["--preset", "tiny", "--describe"], "--no-references"),
+    (["--preset", "tiny", "--true-cfg", "0.5"], "true_cfg_scale"),
+    (["--preset", "copy-paste", "--true-cfg", "3"], "--true-cfg"),
 ])
 def test_eval_command_bad_input_is_one_line(tmp_path, args, says):
     run = _smg("eval", "subjectworld", *args, "--quiet", cwd=tmp_path)
@@ -204,6 +206,24 @@ def test_described_text_only_row_prompts_with_the_whole_identities():
     same_prompt = np.asarray(_generator(WorldEvalConfig("tiny", (2,), 1, steps=1, no_references=True), pipe)(sample, 0))
     assert np.array_equal(images[0], same_prompt)  # the seed is fixed
     assert not np.array_equal(images[0], images[1])  # the described prompt is another prompt
+
+
+def test_true_cfg_row_guides_against_the_empty_prompt():
+    from smg_sdk import SubjectPipeline
+    from smg_sdk.eval.world_eval import WorldEvalConfig, _generator
+
+    pipe = SubjectPipeline.from_preset("tiny")
+    sample = SubjectWorld("heldout", subjects=(1,))[0]
+
+    def image(scale, **kwargs):
+        return np.asarray(_generator(WorldEvalConfig("tiny", (1,), 1, steps=2, true_cfg_scale=scale, **kwargs), pipe)(
+            sample, 0))
+
+    by_hand = np.asarray(pipe(sample.prompt, sample.subjects(), height=128, width=128, num_inference_steps=2, seed=0,
+                              negative_prompt="", true_cfg_scale=3.0).images[0])
+    assert np.array_equal(image(3.0), by_hand)
+    assert not np.array_equal(image(3.0), image(1.0))
+    assert not np.array_equal(image(3.0, no_references=True), image(1.0, no_references=True))
 
 
 def test_scene_judge_verifier_uses_the_registered_subjectworld_judge():

@@ -83,6 +83,7 @@ def test_train_command_bad_input_is_one_line(tmp_path):
                        (["--recipe", "base", "--out", "x", "--steps", "0"], "--steps"),
                        (["--recipe", "base", "--out", "x", "--budget-minutes", "-1"], "--budget-minutes"),
                        (["--recipe", "base", "--out", "x", "--describe", "1.5"], "--describe"),
+                       (["--recipe", "base", "--out", "x", "--caption-dropout", "1"], "--caption-dropout"),
                        (["--recipe", "reference-lora", "--out", "x", "--lora-rank", "0"], "--lora-rank")):
         run = _smg(*args, cwd=tmp_path)
         lines = run.stderr.strip().splitlines()
@@ -200,3 +201,33 @@ def test_described_pretraining_pool(tmp_path):
     assert "describe" not in plain.run_config() and described.run_config()["describe"] == 1.0
     with pytest.raises(ConfigError, match="describe"):
         PretrainConfig(str(tmp_path), describe=2)
+
+
+def test_caption_dropout_trains_the_empty_prompt(tmp_path):
+    import dataclasses
+
+    import pytest
+
+    from smg_sdk.backends.flux.pretrain import PretrainConfig, _dropped_captions, encode_pool, flow_loss
+    from smg_sdk.errors import ConfigError
+
+    plain = PretrainConfig(str(tmp_path), batch_size=8, pool_size=8, progress=False, side=64, subjects=(1,))
+    dropout = dataclasses.replace(plain, caption_dropout=0.5)
+    backend = _backend()
+    pool = encode_pool(backend, plain)
+    rows = list(range(8))
+    captions, pooled = _dropped_captions(backend, pool, plain, 0, rows)
+    assert captions == pool.captions and torch.equal(pooled, pool.pooled)  # no dropout: unchanged
+    empty = backend.encode_pooled("").cpu()
+    dropped = [(c, p) for step in range(4) for c, p in zip(*_dropped_captions(backend, pool, dropout, step, rows))]
+    blank = [p for c, p in dropped if c == ""]
+    assert 4 < len(blank) < 28  # about half of 32 captions
+    assert all(torch.allclose(p, empty[0]) for p in blank)  # with the empty prompt's CLIP vector
+    assert all(p in pool.pooled for c, p in dropped if c) and {c for c, _ in dropped if c} <= set(pool.captions)
+    assert _dropped_captions(backend, pool, dropout, 3, rows)[0] == _dropped_captions(backend, pool, dropout, 3, rows)[0]
+    with torch.no_grad():
+        assert not torch.allclose(flow_loss(backend, pool, plain, 0), flow_loss(backend, pool, dropout, 0))
+    assert "caption_dropout" not in plain.run_config() and dropout.run_config()["caption_dropout"] == 0.5
+    for bad in (1.0, -0.1, True):
+        with pytest.raises(ConfigError, match="caption_dropout"):
+            PretrainConfig(str(tmp_path), caption_dropout=bad)

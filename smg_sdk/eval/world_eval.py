@@ -48,6 +48,9 @@ class WorldEvalConfig:
     stripes"), not only its class: what the model can draw from words alone."""
     side: int = 128
     options: dict[str, Any] = field(default_factory=dict)
+    true_cfg_scale: float = 1.0
+    """> 1: true classifier-free guidance against the empty prompt (``negative_prompt=""``; the
+    references, if any, stay in both branches), so each step runs the transformer twice."""
 
     def __post_init__(self) -> None:
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
@@ -58,6 +61,11 @@ class WorldEvalConfig:
         self.subjects = counts
         if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
             raise RequestError(f"steps must be a whole number >= 1, got {self.steps!r}.")
+        if isinstance(self.true_cfg_scale, bool) or not isinstance(self.true_cfg_scale, (int, float)) or not (
+                1 <= self.true_cfg_scale <= 100):
+            raise RequestError(f"true_cfg_scale must be a number in [1, 100] (1: no guidance), got {self.true_cfg_scale!r}.")
+        if self.true_cfg_scale > 1 and self.preset in BASELINES:
+            raise RequestError(f"--true-cfg applies to a model preset, not to the {self.preset!r} baseline.")
         if self.no_references and self.preset in BASELINES:
             raise RequestError(f"--no-references applies to a model preset, not to the {self.preset!r} baseline.")
         if self.describe and not self.no_references:
@@ -109,8 +117,9 @@ def _generator(config: WorldEvalConfig, pipe=None) -> Callable[[WorldSample, int
             prompt, subjects = (sample.described_caption if config.describe else sample.caption), []
         else:
             prompt, subjects = sample.prompt, sample.subjects()
+        guidance = {"negative_prompt": "", "true_cfg_scale": config.true_cfg_scale} if config.true_cfg_scale > 1 else {}
         out = pipe(prompt, subjects, height=config.side, width=config.side, num_inference_steps=config.steps,
-                   seed=config.seed * 1_000_003 + i)
+                   seed=config.seed * 1_000_003 + i, **guidance)
         return out.images[0]
 
     return generate
@@ -152,14 +161,16 @@ def evaluate(config: WorldEvalConfig, progress: bool = True, examples_per_count:
         results[str(k)] = {m: {"mean": float(np.mean(v)), "ci95": list(ci95(v, config.seed))} for m, v in per_metric.items()}
     bar.close()
     payload = {"preset": config.preset, "samples": config.samples, "seed": config.seed, "steps": config.steps,
-               "no_references": config.no_references, "describe": config.describe, "side": config.side, "results": results}
+               "no_references": config.no_references, "describe": config.describe, "side": config.side,
+               "true_cfg_scale": config.true_cfg_scale, "results": results}
     return WorldEvalResult(payload, examples)
 
 
 def format_table(payload: dict[str, Any]) -> str:
     """The results as a text table: one row per subject count, ``mean [lo, hi]`` per metric."""
     title = payload["preset"] + (" --no-references" if payload.get("no_references") else "") + (
-        " --describe" if payload.get("describe") else "")
+        " --describe" if payload.get("describe") else "") + (
+        f" --true-cfg {payload['true_cfg_scale']:g}" if payload.get("true_cfg_scale", 1) > 1 else "")
     metrics = list(next(iter(payload["results"].values())))
     header = ["k"] + [m + (" (lower)" if m in LOWER_IS_BETTER else "") for m in metrics]
     rows = [[k] + [f"{v[m]['mean']:.3f} [{v[m]['ci95'][0]:.2f},{v[m]['ci95'][1]:.2f}]" for m in metrics]

@@ -36,6 +36,8 @@ def cmd_train_subjectworld(args: argparse.Namespace) -> int:
         raise RequestError(f"--subject-weight must be in [0, 100], got {args.subject_weight}.")
     if args.describe is not None and not 0 <= args.describe <= 1:
         raise RequestError(f"--describe must be a probability in [0, 1], got {args.describe}.")
+    if args.caption_dropout is not None and not 0 <= args.caption_dropout < 1:
+        raise RequestError(f"--caption-dropout must be a probability in [0, 1), e.g. 0.1; got {args.caption_dropout}.")
     if args.learning_rate is not None and not 0 < args.learning_rate < 1:
         raise RequestError(f"--learning-rate must be in (0, 1), e.g. 5e-4; got {args.learning_rate}.")
     subjects = check_counts(args.subjects) if args.subjects is not None else None
@@ -49,7 +51,7 @@ def cmd_train_subjectworld(args: argparse.Namespace) -> int:
                             args.seed, args.eval_samples, args.eval_every, progress=not args.quiet,
                             pool_size=args.pool_size, subjects=subjects, learning_rate=args.learning_rate,
                             lr_schedule=args.lr_schedule, subject_weight=args.subject_weight,
-                            describe=args.describe, lora_rank=args.lora_rank, position=args.position)
+                            describe=args.describe, caption_dropout=args.caption_dropout, lora_rank=args.lora_rank, position=args.position)
     print(f"wrote {run_recipe(args.recipe, options)}")
     return 0
 
@@ -85,6 +87,9 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--describe", type=float, default=None,
                    help="base: probability that a caption names a subject's whole identity (colours, pattern) "
                         "instead of its class word only (default 0)")
+    p.add_argument("--caption-dropout", type=float, default=None,
+                   help="base: probability that a caption is replaced by the empty prompt, so the base can be "
+                        "sampled with true classifier-free guidance (--true-cfg in smg eval; default 0)")
     p.add_argument("--lora-rank", type=int, default=None, help="reference-lora: the LoRA's rank (default 16)")
     p.add_argument("--position", choices=("omini", "kontext", "uno"), default=None,
                    help="reference-lora: the reference tokens' position ids (default: the tiny preset's)")
@@ -129,6 +134,9 @@ def add_plan_memory_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--references", type=int, default=1, help="reference images per request")
     p.add_argument("--batch", type=int, default=1, help="images per sampler call (candidates x images)")
     p.add_argument("--reference-mode", default="concat", choices=("concat", "cached"))
+    p.add_argument("--caption-dropout", type=float, default=None,
+                   help="base: probability that a caption is replaced by the empty prompt, so the base can be "
+                        "sampled with true classifier-free guidance (--true-cfg in smg eval; default 0)")
     p.add_argument("--lora-rank", type=int, default=16, help="rank of the reference LoRA counted for LoRA presets")
     p.set_defaults(func=cmd_plan_memory)
 

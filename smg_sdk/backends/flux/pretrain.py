@@ -65,6 +65,10 @@ class PretrainConfig:
     describe: float = 0.0
     """Probability that a caption subject is a uniform training identity named in full
     (``SubjectWorld(describe=...)``); 0: class words only, as before it was an option."""
+    caption_dropout: float = 0.0
+    """Probability that a training caption is replaced by ``""`` (T5 and CLIP pooled of the empty
+    prompt), so the base also learns the unconditional prediction that true classifier-free
+    guidance (``true_cfg_scale`` with ``negative_prompt=""``) subtracts (Ho & Salimans 2022, sec. 3.2)."""
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -84,6 +88,9 @@ class PretrainConfig:
             raise ConfigError(f"PretrainConfig.budget_minutes must be > 0 or None, got {self.budget_minutes!r}.")
         if isinstance(self.describe, bool) or not isinstance(self.describe, (int, float)) or not 0 <= self.describe <= 1:
             raise ConfigError(f"PretrainConfig.describe must be a probability in [0, 1], got {self.describe!r}.")
+        if isinstance(self.caption_dropout, bool) or not isinstance(self.caption_dropout, (int, float)) or not (
+                0 <= self.caption_dropout < 1):
+            raise ConfigError(f"PretrainConfig.caption_dropout must be a probability in [0, 1), got {self.caption_dropout!r}.")
         if not isinstance(self.subject_weight, (int, float)) or not 0 <= self.subject_weight <= 100:
             raise ConfigError(f"PretrainConfig.subject_weight must be in [0, 100], got {self.subject_weight!r}.")
         self.guidance_range = tuple(float(g) for g in self.guidance_range)
@@ -106,6 +113,8 @@ class PretrainConfig:
             data.pop("subject_weight")
         if not data["describe"]:  # class words only, as before it was an option: old checkpoints resume
             data.pop("describe")
+        if not data["caption_dropout"]:  # every caption kept, as before it was an option: old checkpoints resume
+            data.pop("caption_dropout")
         if data["subjects"] == [1, 2, 3, 4]:  # the default before it was an option: old checkpoints resume
             data.pop("subjects")
         return data
@@ -186,11 +195,12 @@ def flow_loss(backend: "FluxBackend", pool: LatentPool, config: PretrainConfig, 
     lo, hi = config.guidance_range
     guidance = (lo + (hi - lo) * torch.rand(len(rows), generator=generator)).to(backend.device)
     noisy = (1 - sigma[:, None, None]) * x0 + sigma[:, None, None] * noise
-    text = backend.text_encoder_2(t5_tokens(backend, [pool.captions[r] for r in rows]))[0].to(backend.dtype)
+    captions, pooled = _dropped_captions(backend, pool, config, step, rows)
+    text = backend.text_encoder_2(t5_tokens(backend, captions))[0].to(backend.dtype)
     side = config.side // backend.size_multiple
     pred = backend.transformer(
         hidden_states=noisy, timestep=sigma, guidance=guidance if backend.transformer.config.guidance_embeds else None,
-        pooled_projections=pool.pooled[rows].to(backend.device, backend.dtype), encoder_hidden_states=text,
+        pooled_projections=pooled.to(backend.device, backend.dtype), encoder_hidden_states=text,
         txt_ids=text_ids(text.shape[1]).to(x0.device), img_ids=grid_ids(side, side).to(x0.device), return_dict=False,
     )[0]
     error = (pred.float() - (noise - x0).float()).pow(2).mean(dim=-1)  # (B, L)
@@ -200,6 +210,23 @@ def flow_loss(backend: "FluxBackend", pool: LatentPool, config: PretrainConfig, 
         raise ConfigError("PretrainConfig.subject_weight needs a pool with subject_cells; encode it with encode_pool.")
     weights = 1.0 + config.subject_weight * pool.subject_cells[rows].to(error)
     return (error * weights).sum() / weights.sum()
+
+
+def _dropped_captions(backend: "FluxBackend", pool: LatentPool, config: PretrainConfig, step: int,
+                      rows: list[int]) -> tuple[list[str], torch.Tensor]:
+    """The captions and CLIP pooled ``(B, P)`` of ``rows``, each replaced by the empty prompt's with
+    probability ``caption_dropout`` (drawn from its own seed, so runs without dropout are unchanged)."""
+    captions, pooled = [pool.captions[r] for r in rows], pool.pooled[rows]
+    if not config.caption_dropout:
+        return captions, pooled
+    generator = torch.Generator().manual_seed(_seed(config.seed, step, 11))
+    dropped = torch.rand(len(rows), generator=generator) < config.caption_dropout
+    if not dropped.any():
+        return captions, pooled
+    with torch.no_grad():
+        empty = backend.encode_pooled("").cpu().to(pooled.dtype)
+    pooled = torch.where(dropped[:, None], empty, pooled)
+    return ["" if d else c for c, d in zip(captions, dropped.tolist())], pooled
 
 
 def lr_factor(config: PretrainConfig, step: int) -> float:

@@ -54,6 +54,7 @@ class RecipeOptions:
     lr_schedule: str | None = None
     subject_weight: float | None = None
     describe: float | None = None
+    caption_dropout: float | None = None
     lora_rank: int | None = None
     position: str | None = None
 
@@ -111,7 +112,8 @@ def run_base(options: RecipeOptions, log: Callable[[str], None] = print) -> Path
                                                  ("learning_rate", options.learning_rate),
                                                  ("lr_schedule", options.lr_schedule),
                                                  ("subject_weight", options.subject_weight),
-                                                 ("describe", options.describe)) if v is not None})
+                                                 ("describe", options.describe),
+                                                 ("caption_dropout", options.caption_dropout)) if v is not None})
     from .plugin import tiny_pipeline
 
     pipe = tiny_pipeline(backend)  # requests without subjects use only its text encoder
