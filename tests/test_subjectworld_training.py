@@ -52,10 +52,12 @@ def test_base_and_reference_lora_recipes_write_loadable_results(tmp_path):
     from smg_sdk.backends.flux.plugin import tiny_pipeline
 
     base = _smg("--recipe", "base", "--out", "base", "--steps", "2", "--batch-size", "2", "--pool-size", "4",
-                "--eval-samples", "1", "--eval-every", "2", "--describe", "0.5", cwd=tmp_path)
+                "--eval-samples", "1", "--eval-every", "2", "--describe", "0.5", "--caption-dropout", "0.2",
+                cwd=tmp_path)
     assert base.returncode == 0, base.stderr
     assert "identity=" in base.stdout and "prior=" in base.stdout  # the held-out evaluation line
     assert "described_identity=" in base.stdout  # what the base draws when the text names the identity
+    assert " cfg_instruction=" in base.stdout and "cfg_described_identity=" in base.stdout  # and with true CFG
     history = json.loads((tmp_path / "base" / "history.json").read_text())
     assert len(history["losses"]) == 2 and history["evaluations"][0]["step"] == 2
     again = _smg("--recipe", "base", "--out", "base", "--steps", "2", cwd=tmp_path)

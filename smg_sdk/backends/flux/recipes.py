@@ -78,16 +78,22 @@ def _load_backend(folder: str | Path, vae: str | Path | None = None):
     return backend
 
 
+EVAL_TRUE_CFG = 3.0
+"""The true-CFG scale of the ``cfg_*`` evaluation lines of a base trained with caption dropout."""
+
+
 def _world_eval(pipe, options: RecipeOptions, counts: tuple[int, ...], text_only: bool) -> dict:
     """Mean oracle scores of ``pipe`` on held-out requests (a training evaluation line).
 
     A base trained with ``describe`` also reports ``described_identity``: identity accuracy when
-    the text names each held-out identity in full (what the base can draw from words)."""
+    the text names each held-out identity in full (what the base can draw from words). A base
+    trained with ``caption_dropout`` also reports its scores with true CFG at
+    :data:`EVAL_TRUE_CFG` against the empty prompt, prefixed ``cfg_``."""
     from ...eval.world_eval import WorldEvalConfig, evaluate
 
-    def means(describe: bool) -> dict:
+    def means(describe: bool, true_cfg_scale: float = 1.0) -> dict:
         config = WorldEvalConfig("training", counts, options.eval_samples, seed=1, steps=_eval_steps(),
-                                 no_references=text_only, describe=describe)
+                                 no_references=text_only, describe=describe, true_cfg_scale=true_cfg_scale)
         results = evaluate(config, progress=False, examples_per_count=0, pipeline=pipe).payload["results"]
         return {name: sum(r[name]["mean"] for r in results.values()) / len(results) for name in results[str(counts[0])]}
 
@@ -95,6 +101,10 @@ def _world_eval(pipe, options: RecipeOptions, counts: tuple[int, ...], text_only
     line = {name: value for name, value in means(False).items() if name in names}
     if text_only and options.describe:
         line["described_identity"] = means(True)["identity"]
+    if text_only and options.caption_dropout:
+        line.update({f"cfg_{k}": v for k, v in means(False, EVAL_TRUE_CFG).items() if k in names})
+        if options.describe:
+            line["cfg_described_identity"] = means(True, EVAL_TRUE_CFG)["identity"]
     return line
 
 
