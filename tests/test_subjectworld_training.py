@@ -63,7 +63,8 @@ def test_base_and_reference_lora_recipes_write_loadable_results(tmp_path):
     again = _smg("--recipe", "base", "--out", "base", "--steps", "2", cwd=tmp_path)
     assert again.returncode == 2 and "--resume" in again.stderr
     lora = _smg("--recipe", "reference-lora", "--from", "base/flux", "--out", "lora", "--steps", "1",
-                "--batch-size", "1", "--eval-samples", "0", "--lora-rank", "4", cwd=tmp_path)
+                "--batch-size", "2", "--eval-samples", "0", "--lora-rank", "4", "--caption-dropout", "0.5",
+                cwd=tmp_path)
     assert lora.returncode == 0, lora.stderr
     from safetensors.torch import load_file
 
@@ -233,3 +234,18 @@ def test_caption_dropout_trains_the_empty_prompt(tmp_path):
     for bad in (1.0, -0.1, True):
         with pytest.raises(ConfigError, match="caption_dropout"):
             PretrainConfig(str(tmp_path), caption_dropout=bad)
+
+
+def test_reference_pairs_with_caption_dropout_keep_their_references():
+    from smg_sdk.backends.flux.recipes import _LazySamples
+    from smg_sdk.data.subjectworld import SubjectWorld
+
+    world = SubjectWorld("train", "reference", 0, subjects=(1,), side=64)
+    plain, dropped = _LazySamples(world, 40), _LazySamples(world, 40, caption_dropout=0.5, seed=3)
+    blank = [i for i in range(40) if dropped[i].prompt == ""]
+    assert 5 < len(blank) < 35 and all(plain[i].prompt for i in range(40))
+    assert blank == [i for i in range(40) if dropped[i].prompt == ""]  # the same samples every time
+    for i in blank[:3]:
+        assert len(dropped[i].subjects) == len(plain[i].subjects) == 1
+        assert dropped[i].target.tobytes() == plain[i].target.tobytes()
+    assert blank != [i for i in range(40) if _LazySamples(world, 40, caption_dropout=0.5, seed=4)[i].prompt == ""]

@@ -101,7 +101,7 @@ def _world_eval(pipe, options: RecipeOptions, counts: tuple[int, ...], text_only
     line = {name: value for name, value in means(False).items() if name in names}
     if text_only and options.describe:
         line["described_identity"] = means(True)["identity"]
-    if text_only and options.caption_dropout:
+    if options.caption_dropout:
         line.update({f"cfg_{k}": v for k, v in means(False, EVAL_TRUE_CFG).items() if k in names})
         if options.describe:
             line["cfg_described_identity"] = means(True, EVAL_TRUE_CFG)["identity"]
@@ -162,7 +162,8 @@ def run_reference_lora(options: RecipeOptions, log: Callable[[str], None] = prin
     position = {"position": options.position} if options.position else {}  # else the preset's default
     pipe = tiny_pipeline(backend, adapter=SUBJECT_ADAPTER, **position)
     world = SubjectWorld("train", "reference", options.seed, subjects=options.subjects or (1, 2))
-    data = _LazySamples(world, options.pool_size or 4096, options.subject_weight)  # encoded once each
+    data = _LazySamples(world, options.pool_size or 4096, options.subject_weight,  # encoded once each
+                        options.caption_dropout or 0.0, options.seed)
     config = TrainerConfig(str(Path(options.out) / "checkpoints"), max_steps=options.steps or 1500,
                            batch_size=options.batch_size or 8, learning_rate=options.learning_rate or 1e-3,
                            seed=options.seed,
@@ -182,10 +183,14 @@ class _LazySamples(Sequence):
 
     With ``subject_weight`` W, a sample's loss weighs the tokens of its subjects' layout cells
     ``1 + W`` and the rest 1 (the layout is SubjectWorld's exact 8 x 8 grid of subject ids).
+    With ``caption_dropout`` p, a share p of the samples (chosen by index and seed, so always the
+    same ones) keep their references and have the empty prompt: the branch true CFG subtracts.
     """
 
-    def __init__(self, world, length: int, subject_weight: float | None = None):
+    def __init__(self, world, length: int, subject_weight: float | None = None, caption_dropout: float = 0.0,
+                 seed: int = 0):
         self.world, self.length, self.subject_weight = world, length, subject_weight
+        self.caption_dropout, self.seed = caption_dropout, seed
 
     def __len__(self) -> int:
         return self.length
@@ -195,6 +200,8 @@ class _LazySamples(Sequence):
         if self.subject_weight:
             weights = 1.0 + self.subject_weight * (np.asarray(sample.extras["layout"]) > 0)
             sample = dataclasses.replace(sample, loss_weights=weights)
+        if self.caption_dropout and np.random.default_rng([self.seed, index, 11]).random() < self.caption_dropout:
+            sample = dataclasses.replace(sample, prompt="")
         return sample
 
 
