@@ -18,7 +18,8 @@ class TrainingSample:
 
     ``loss_weights``: optional ``(rows, cols)`` grid of non-negative weights over the target
     image (any grid size; the trainer averages it onto the latent token grid), e.g. higher
-    inside the subjects' regions; None weighs every token the same.
+    inside the subjects' regions; None weighs every token the same. ``prompt`` may be ``""``
+    (caption dropout): the sample then trains the empty-prompt branch that true CFG subtracts.
     """
 
     subjects: list[Subject]

@@ -223,8 +223,10 @@ class FlowMatchingTrainer:
 
     def _request(self, sample: TrainingSample) -> Request:
         cfg = self.config
-        return Request(prompt=sample.prompt, subjects=list(sample.subjects), height=cfg.height, width=cfg.width,
-                       num_inference_steps=1, size_multiple=self.backend.size_multiple)
+        request = Request(prompt=sample.prompt or "-", subjects=list(sample.subjects), height=cfg.height,
+                          width=cfg.width, num_inference_steps=1, size_multiple=self.backend.size_multiple)
+        # caption dropout: the empty prompt, as true CFG's negative branch encodes it (Request.negative)
+        return request if sample.prompt else request.negative()
 
     def _noise(self, x0: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Noise like ``x0`` (L, C) and a level ``sigma`` (1,), drawn from ``generator`` in that order."""
