@@ -144,11 +144,20 @@ def test_a_subset_run_writes_both_files_to_out_and_leaves_the_repo_copy(tmp_path
     markdown = (tmp_path / "out" / "SUBJECTWORLD.md").read_text()
     assert markdown == harness.render_markdown(report)
     assert _table_rows(markdown, "ground truth (the target renders)")[0][3] == "1.000 [1.000, 1.000]"
-    again = _bench("--from-json", str(tmp_path / "out" / "subjectworld_results.json"), "--out", str(tmp_path / "re"),
-                   cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
+    assert harness.main(["--from-json", str(tmp_path / "out" / "subjectworld_results.json"),
+                         "--out", str(tmp_path / "re")]) == 0
     assert (tmp_path / "re" / "SUBJECTWORLD.md").read_text() == markdown
     assert _repo_copies() == before
+
+
+def test_rows_without_out_print_side_by_side_and_write_nothing(tmp_path, harness, monkeypatch, capsys):
+    before = _repo_copies()
+    monkeypatch.chdir(tmp_path)
+    assert harness.main(["--rows", "ground-truth", "copy-paste", "--samples", "1", "--subjects", "1"]) == 0
+    block = capsys.readouterr().out.split("\ninstruction, 1 samples per k\n")[1].splitlines()
+    assert block[1].startswith("ground-truth ") and "1.000 [1.00,1.00]" in block[1]
+    assert block[2].startswith("copy-paste ") and "1.000" not in block[2]  # a pasted reference follows no instruction
+    assert not list(tmp_path.iterdir()) and _repo_copies() == before
 
 
 @pytest.mark.parametrize("args, says", [
@@ -158,11 +167,11 @@ def test_a_subset_run_writes_both_files_to_out_and_leaves_the_repo_copy(tmp_path
     (["--subjects", "1,9", "--rows", "ground-truth"], "--subjects"),
     (["--from-json", "missing.json"], "--from-json"),
 ])
-def test_bad_input_is_one_line_naming_the_argument(tmp_path, args, says):
-    run = _bench(*args, cwd=tmp_path)
-    lines = run.stderr.strip().splitlines()
-    assert run.returncode == 2 and len(lines) == 1 and lines[0].startswith("subjectworld.py: error:"), run.stderr
-    assert says in lines[0]
+def test_bad_input_is_one_line_naming_the_argument(tmp_path, harness, monkeypatch, capsys, args, says):
+    monkeypatch.chdir(tmp_path)
+    assert harness.main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("subjectworld.py: error:") and says in lines[0], lines
     assert not list(tmp_path.iterdir())
 
 
