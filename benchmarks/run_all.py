@@ -52,7 +52,8 @@ BENCHMARKS = [
     Benchmark("trainer_batching.py", [], ["--batch-size", "4", "--repeats", "2"]),
     Benchmark("scaling.py", ["--pin", "1"], ["--pin", "1", "--requests", "4", "--steps", "2", "--train-steps", "4"]),
     Benchmark("subjectworld_oracle.py", [], ["--samples", "20"]),
-    Benchmark("subjectworld.py", [], ["--samples", "4", "--subjects", "1,2"]),
+    Benchmark("subjectworld.py", [],  # the full run rewrites SUBJECTWORLD.md; the quick one only prints
+              ["--rows", "ground-truth", "copy-paste", "tiny", "tiny:text-only", "--samples", "4", "--subjects", "1,2"]),
     Benchmark("subjectworld_attributes.py"),
     Benchmark("subject_adapter_loss.py"),
     Benchmark("dreambench_eval.py", [], ["--presets", "tiny", "--prompts", "1"]),

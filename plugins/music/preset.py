@@ -51,21 +51,28 @@ def with_music(base: SubjectPipeline, planner: Any, verifier: Any, layout_mode: 
 
 
 def music_tiny(planner: str = "music", layout_mode: str = "hard", reference_mode: str = "concat",
-               trained_planner: bool = False, **planner_settings: Any) -> SubjectPipeline:
+               trained_planner: bool = False, verifier: str = "clip-text",
+               verifier_options: dict[str, Any] | None = None, **planner_settings: Any) -> SubjectPipeline:
     """Tiny FLUX + ``music`` (or ``music-heuristic``) planner + ``music-layout`` + ``clip-text``.
 
     ``trained_planner=True``: the ``music`` planner is the shipped trained tiny planner
     (:func:`tiny_planner_settings`; ``planner_settings`` still override it). Otherwise it is the
     random tiny Qwen2.5-VL, whose plans fail validation and fall back to the heuristic plan.
+    ``verifier``/``verifier_options``: another registered verifier ranks the candidates, e.g.
+    ``verifier="scene-judge", verifier_options={"judge": "subjectworld"}`` (the SubjectWorld
+    oracle as the judge, as ``benchmarks/subjectworld.py`` measures test-time scaling).
     """
     registry = get_registry()
+    if verifier_options is not None and not isinstance(verifier_options, dict):
+        raise ConfigError(f"verifier_options must be a dict of the {verifier!r} verifier's options, "
+                          f"not {type(verifier_options).__name__}.")
     if trained_planner:
         if planner != "music":
             raise ConfigError(f"trained_planner=True needs planner='music', not {planner!r}.")
         planner_settings = {**tiny_planner_settings(), **planner_settings}
     tiny = SubjectPipeline.from_preset("tiny", reference_mode=reference_mode)
     return with_music(tiny, registry.build("planner", planner, **planner_settings),
-                      registry.build("verifier", "clip-text"), layout_mode)
+                      registry.build("verifier", verifier, **(verifier_options or {})), layout_mode)
 
 
 def music(path: str, planner_path: str, clip_path: str, planner_adapter_path: str | None = None,

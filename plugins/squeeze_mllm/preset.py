@@ -36,13 +36,14 @@ SQUEEZE_DEFAULTS: dict[str, Any] = {"height": 512, "width": 512, "num_inference_
 
 def build_squeeze(backend: FluxBackend, mllm_encoder: Any, *, aggregator: str, lora_file: Path | None,
                   weights_file: Path | None, rank: int, reference_mode: str, position: str,
-                  defaults: dict[str, Any]) -> SubjectPipeline:
+                  defaults: dict[str, Any], schedule: str = "multistage") -> SubjectPipeline:
     """The Squeeze composition around ``backend`` and a ``squeeze-mllm`` encoder.
 
     The identity LoRA loads from ``lora_file`` (else a new rank-``rank`` adapter, zero
     effect until trained) and the aggregator's state dict from ``weights_file`` (else its
-    initial weights; both drawn under seed 0). Raises :class:`ConditionError` if a named
-    file is missing.
+    initial weights; both drawn under seed 0). ``schedule``: the registered denoising schedule
+    (``multistage``, the paper's; ``constant`` weighs every stream 1 at every step, the
+    ablation). Raises :class:`ConditionError` if a named file is missing.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -71,7 +72,7 @@ def build_squeeze(backend: FluxBackend, mllm_encoder: Any, *, aggregator: str, l
         except (SafetensorError, OSError, RuntimeError) as exc:
             raise ConditionError(f"squeeze aggregator_path {str(weights_file)!r} is not a {aggregator!r} aggregator's "
                                  f"safetensors file ({exc}); pass the file squeeze training wrote.") from None
-    return SubjectPipeline(backend, encoders, [pooling], schedule=registry.build("schedule", "multistage"),
+    return SubjectPipeline(backend, encoders, [pooling], schedule=registry.build("schedule", schedule),
                            defaults=defaults)
 
 
@@ -80,8 +81,12 @@ def _shipped(path: Path) -> Path | None:
 
 
 def squeeze_tiny(reference_mode: str = "cached", position: str = "omini", aggregator: str = "dla",
-                 layer_stride: int = 3, rank: int = 4, image_size: int = 64) -> SubjectPipeline:
-    """Squeeze on the embedded tiny FLUX and tiny Qwen2.5-VL: runs in seconds on a CPU."""
+                 layer_stride: int = 3, rank: int = 4, image_size: int = 64,
+                 schedule: str = "multistage") -> SubjectPipeline:
+    """Squeeze on the embedded tiny FLUX and tiny Qwen2.5-VL: runs in seconds on a CPU.
+
+    ``aggregator``: ``dla`` (default), ``lap``, ``last-layer`` or ``fixed-layers``;
+    ``schedule``: ``multistage`` (default) or ``constant`` (see :func:`build_squeeze`)."""
     registry = get_registry()
     base = SubjectPipeline.from_preset("tiny")
     mllm_encoder = registry.build("encoder", "squeeze-mllm", model="tiny", layer_stride=layer_stride,
@@ -89,7 +94,8 @@ def squeeze_tiny(reference_mode: str = "cached", position: str = "omini", aggreg
     return build_squeeze(base.backend, mllm_encoder, aggregator=aggregator,
                          lora_file=_shipped(WEIGHTS / IDENTITY_ADAPTER / "pytorch_lora_weights.safetensors"),
                          weights_file=_shipped(WEIGHTS / f"{aggregator}.safetensors"), rank=rank,
-                         reference_mode=reference_mode, position=position, defaults=base.defaults)
+                         reference_mode=reference_mode, position=position, defaults=base.defaults,
+                         schedule=schedule)
 
 
 def squeeze(path: str, mllm_path: str, aggregator_path: str | None = None, identity_lora_path: str | None = None, *,

@@ -8,13 +8,15 @@ drops the references and prompts with class words: the text-only row.
 
 The result has the shape other tools read (``results.json``)::
 
-    {"preset": NAME, "samples": N, "seed": S, "steps": ..., "no_references": bool,
-     "results": {"<k>": {"<metric>": {"mean": float, "ci95": [lo, hi]}}}}
+    {"preset": NAME, "samples": N, "seed": S, "steps": ..., "no_references": bool, "candidates": N,
+     "results": {"<k>": {"<metric>": {"mean": float, "ci95": [lo, hi]}}},
+     "seconds_per_request": {"<k>": float}}
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -51,6 +53,9 @@ class WorldEvalConfig:
     true_cfg_scale: float = 1.0
     """> 1: true classifier-free guidance against the empty prompt (``negative_prompt=""``; the
     references, if any, stay in both branches), so each step runs the transformer twice."""
+    candidates: int = 1
+    """> 1: test-time scaling: each request draws this many candidates (``num_candidates``) and
+    the image scored is the one the preset's verifier ranks first."""
 
     def __post_init__(self) -> None:
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
@@ -64,6 +69,10 @@ class WorldEvalConfig:
         if isinstance(self.true_cfg_scale, bool) or not isinstance(self.true_cfg_scale, (int, float)) or not (
                 1 <= self.true_cfg_scale <= 100):
             raise RequestError(f"true_cfg_scale must be a number in [1, 100] (1: no guidance), got {self.true_cfg_scale!r}.")
+        if isinstance(self.candidates, bool) or not isinstance(self.candidates, int) or self.candidates < 1:
+            raise RequestError(f"candidates must be a whole number >= 1, got {self.candidates!r}.")
+        if self.candidates > 1 and self.preset in BASELINES:
+            raise RequestError(f"candidates apply to a model preset, not to the {self.preset!r} baseline.")
         if self.true_cfg_scale > 1 and self.preset in BASELINES:
             raise RequestError(f"--true-cfg applies to a model preset, not to the {self.preset!r} baseline.")
         if self.no_references and self.preset in BASELINES:
@@ -119,7 +128,7 @@ def _generator(config: WorldEvalConfig, pipe=None) -> Callable[[WorldSample, int
             prompt, subjects = sample.prompt, sample.subjects()
         guidance = {"negative_prompt": "", "true_cfg_scale": config.true_cfg_scale} if config.true_cfg_scale > 1 else {}
         out = pipe(prompt, subjects, height=config.side, width=config.side, num_inference_steps=config.steps,
-                   seed=config.seed * 1_000_003 + i, **guidance)
+                   seed=config.seed * 1_000_003 + i, num_candidates=config.candidates, **guidance)
         return out.images[0]
 
     return generate
@@ -127,7 +136,11 @@ def _generator(config: WorldEvalConfig, pipe=None) -> Callable[[WorldSample, int
 
 @dataclass
 class WorldEvalResult:
-    """The ``results.json`` payload and, per subject count, a few (references, target, output) rows to look at."""
+    """The ``results.json`` payload and, per subject count, a few (references, target, output) rows to look at.
+
+    ``payload["seconds_per_request"]["<k>"]``: the median wall seconds of one request's
+    generation (the verifier's ranking included, the scoring not), measured in this run; the
+    median, so a first request that loads a lazy model does not count."""
 
     payload: dict[str, Any]
     examples: dict[int, list[tuple[list[Image.Image], Image.Image, Image.Image]]]
@@ -142,14 +155,18 @@ def evaluate(config: WorldEvalConfig, progress: bool = True, examples_per_count:
     """
     generate, oracle = _generator(config, pipeline), Oracle()
     results: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
     examples: dict[int, list] = {}
     bar = tqdm(total=config.samples * len(config.subjects), desc=f"eval {config.preset}", disable=not progress)
     for k in config.subjects:
         world = SubjectWorld(split="heldout", kind="reference", seed=config.seed, subjects=(k,), side=config.side)
         per_metric: dict[str, list[float]] = {m: [] for m in METRICS}
+        times: list[float] = []
         for i in range(config.samples):
             sample = world[i]
+            start = time.perf_counter()
             image = generate(sample, i)
+            times.append(time.perf_counter() - start)
             reading = oracle.read(image)
             for name, value in score(SceneTruth.from_sample(sample), reading).items():
                 per_metric.setdefault(name, []).append(value)
@@ -159,10 +176,12 @@ def evaluate(config: WorldEvalConfig, progress: bool = True, examples_per_count:
                 examples.setdefault(k, []).append((sample.references, sample.target, image))
             bar.update(1)
         results[str(k)] = {m: {"mean": float(np.mean(v)), "ci95": list(ci95(v, config.seed))} for m, v in per_metric.items()}
+        seconds[str(k)] = float(np.median(times))
     bar.close()
     payload = {"preset": config.preset, "samples": config.samples, "seed": config.seed, "steps": config.steps,
                "no_references": config.no_references, "describe": config.describe, "side": config.side,
-               "true_cfg_scale": config.true_cfg_scale, "results": results}
+               "true_cfg_scale": config.true_cfg_scale, "candidates": config.candidates, "results": results,
+               "seconds_per_request": seconds}
     return WorldEvalResult(payload, examples)
 
 
@@ -170,7 +189,8 @@ def format_table(payload: dict[str, Any]) -> str:
     """The results as a text table: one row per subject count, ``mean [lo, hi]`` per metric."""
     title = payload["preset"] + (" --no-references" if payload.get("no_references") else "") + (
         " --describe" if payload.get("describe") else "") + (
-        f" --true-cfg {payload['true_cfg_scale']:g}" if payload.get("true_cfg_scale", 1) > 1 else "")
+        f" --true-cfg {payload['true_cfg_scale']:g}" if payload.get("true_cfg_scale", 1) > 1 else "") + (
+        f", {payload['candidates']} candidates" if payload.get("candidates", 1) > 1 else "")
     metrics = list(next(iter(payload["results"].values())))
     header = ["k"] + [m + (" (lower)" if m in LOWER_IS_BETTER else "") for m in metrics]
     rows = [[k] + [f"{v[m]['mean']:.3f} [{v[m]['ci95'][0]:.2f},{v[m]['ci95'][1]:.2f}]" for m in metrics]

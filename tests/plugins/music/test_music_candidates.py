@@ -124,3 +124,24 @@ def test_stacking_keeps_per_row_metadata(backend):
     texts = [row["text"] for row in prompt.meta["rows"]]
     assert prompt.tokens.shape[0] == 2 and texts[1].endswith("On a beach.") and not texts[0].endswith("beach.")
     assert both.get("ref1").tokens.shape[0] == 2 and "rows" not in both.get("ref1").meta
+
+
+def test_music_tiny_ranks_with_the_named_verifier_and_the_eval_draws_its_candidates():
+    from smg_plugins.music.verifiers import JudgeVerifier
+    from smg_sdk.data.subjectworld import SubjectWorld
+    from smg_sdk.errors import ConfigError
+    from smg_sdk.eval.judge import SubjectWorldJudge
+    from smg_sdk.eval.world_eval import WorldEvalConfig, _generator
+
+    pipe = SubjectPipeline.from_preset("music-tiny", planner="music-heuristic", verifier="scene-judge",
+                                       verifier_options={"judge": "subjectworld"})
+    assert isinstance(pipe.verifier, JudgeVerifier) and isinstance(pipe.verifier.judge, SubjectWorldJudge)
+    sample = SubjectWorld("heldout", seed=3, subjects=(2,))[0]
+    image = _generator(WorldEvalConfig("music-tiny", (2,), 1, steps=1, candidates=3), pipe)(sample, 0)
+    assert pipe.last_candidate_batches == [[0, 1, 2]]
+    by_hand = pipe(sample.prompt, sample.subjects(), height=128, width=128, num_inference_steps=1, seed=0,
+                   num_candidates=3)
+    assert np.array_equal(np.asarray(image), np.asarray(by_hand.images[0]))  # the verifier's best
+    assert by_hand.scores == sorted(by_hand.scores, reverse=True) and len(pipe.verifier.last_criteria) == 3
+    with pytest.raises(ConfigError, match="verifier_options"):
+        SubjectPipeline.from_preset("music-tiny", verifier_options="judge=subjectworld")

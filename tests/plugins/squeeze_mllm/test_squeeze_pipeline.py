@@ -74,6 +74,14 @@ def test_generates_end_to_end_with_phases(squeeze):
     assert "encode" in out.timings and "denoise" in out.timings
 
 
+def test_constant_schedule_option_weighs_every_stream_one_at_every_step():
+    pipe = SubjectPipeline.from_preset("squeeze-tiny", schedule="constant")
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe("a photo of <1> next to <2> on the beach", subjects(), seed=0, num_inference_steps=4, **SIZE)
+    assert type(pipe.schedule).__name__ == "ConstantSchedule"
+    assert all(weight == 1.0 for step in out.trace for weight in step.values())  # the default's trace differs
+
+
 def test_compose_by_name(squeeze):
     encoder = squeeze.encoders[1]
     pipe = SubjectPipeline.compose(

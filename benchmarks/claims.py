@@ -1,0 +1,192 @@
+"""Issue 11's claims table as data: the rows ``benchmarks/subjectworld.py`` measures, and those it cannot.
+
+Each :class:`Row` is one line of the table: the issue's group, a label, the preset it runs
+(a registered name; plugin presets are resolved through the registry, never imported), the
+preset's options (:attr:`WorldEvalConfig.options <smg_sdk.eval.world_eval.WorldEvalConfig>`),
+the evaluation flags, the subject counts it is measured at, and the paper claim it tests.
+Each :class:`NotMeasured` is a variant of the issue's table that no preset can run today, with
+the reason. :func:`weights_of` says, from the files present, what weights a row's method runs
+with, so the table never presents seeded initial weights as the paper's trained method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+GROUPS = ("calibration", "reference LoRA", "Squeeze: aggregation", "Squeeze: schedule", "MUSIC: planning",
+          "MUSIC: test-time scaling", "AlignGen", "composed")
+"""The groups of issue 11's table, in its order."""
+
+ALL_COUNTS = (1, 2, 3, 4)
+MUSIC_COUNTS = (3, 4)
+"""MUSIC's claim is about k >= 3."""
+
+SCENE_JUDGE = {"verifier": "scene-judge", "verifier_options": {"judge": "subjectworld"}}
+"""``music-tiny`` ranking its candidates with the SubjectWorld oracle (the registered ``subjectworld`` judge)."""
+
+CLAIM_DLA = "DLA beats last-layer and fixed-layer conditioning on identity and instruction"
+CLAIM_SCHEDULE = "multi-stage lowers copy-paste without losing identity"
+CLAIM_PLAN = "planning cuts omission at k >= 3 by >= 10 points and lowers blending"
+CLAIM_TTS = "more candidates, better scores, at the measured cost"
+CLAIM_ALIGN = ("the baseline loses identity on misaligned prompts; S* + DEM recover >= 5 points of it; "
+               "the mask adds on top")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One measured line of the claims table (see the module docstring)."""
+
+    key: str
+    """What ``--rows`` selects it by."""
+    group: str
+    label: str
+    preset: str
+    claim: str = "-"
+    options: dict[str, Any] = field(default_factory=dict)
+    no_references: bool = False
+    candidates: int = 1
+    subjects: tuple[int, ...] = ALL_COUNTS
+    cost_baseline: str | None = None
+    """Key of the row whose seconds per request this row's are divided by (same k), or None."""
+
+    def settings(self) -> dict[str, Any]:
+        """Everything that decides this row's images, for the report and to share identical runs."""
+        return {"preset": self.preset, "options": self.options, "no_references": self.no_references,
+                "candidates": self.candidates}
+
+
+@dataclass(frozen=True)
+class NotMeasured:
+    """A variant of the issue's table that cannot run today, and why."""
+
+    group: str
+    label: str
+    claim: str
+    reason: str
+
+
+def _squeeze(key: str, label: str, group: str = "Squeeze: aggregation", claim: str = CLAIM_DLA,
+             **options: Any) -> Row:
+    return Row(f"squeeze:{key}", group, label, "squeeze-tiny", claim, options)
+
+
+def _scaling(n: int) -> Row:
+    return Row(f"music:tts-{n}", "MUSIC: test-time scaling", f"N = {n}, oracle as scene-judge", "music-tiny",
+               CLAIM_TTS, dict(SCENE_JUDGE), candidates=n,
+               cost_baseline=None if n == 1 else "music:tts-1")
+
+
+ROWS: tuple[Row, ...] = (
+    Row("ground-truth", "calibration", "ground truth (the target renders)", "ground-truth"),
+    Row("copy-paste", "calibration", "copy-paste (references pasted as they are)", "copy-paste"),
+    Row("tiny:text-only", "calibration", "text-only (`tiny`, no references)", "tiny", no_references=True),
+    Row("tiny", "reference LoRA", "reference LoRA (the `tiny` preset)", "tiny"),
+    _squeeze("last-layer", "MLLM last layer", aggregator="last-layer"),
+    _squeeze("fixed-layers", "fixed layers (1/3, 2/3, last)", aggregator="fixed-layers"),
+    _squeeze("lap", "LAP", aggregator="lap"),
+    _squeeze("dla", "DLA (multi-stage schedule, the preset's default)", aggregator="dla"),
+    _squeeze("dla-constant", "DLA + VAE identity, constant schedule", "Squeeze: schedule", CLAIM_SCHEDULE,
+             aggregator="dla", schedule="constant"),
+    _squeeze("dla-multistage", "DLA + VAE identity, multi-stage schedule (the DLA row's run)", "Squeeze: schedule",
+             CLAIM_SCHEDULE, aggregator="dla"),
+    Row("music:no-plan", "MUSIC: planning", "no plan (the `tiny` preset)", "tiny", CLAIM_PLAN, subjects=MUSIC_COUNTS),
+    Row("music:heuristic", "MUSIC: planning", "heuristic plan (`music-tiny`)", "music-tiny", CLAIM_PLAN,
+        subjects=MUSIC_COUNTS),
+    Row("music:trained-planner", "MUSIC: planning", "trained planner plan (`music-tiny`, trained_planner)",
+        "music-tiny", CLAIM_PLAN, {"trained_planner": True}, subjects=MUSIC_COUNTS),
+    *(_scaling(n) for n in (1, 2, 4, 8)),
+    Row("aligngen", "AlignGen", "S* + DEM + selective mask, misaligned prompts (`aligngen-tiny`)", "aligngen-tiny",
+        CLAIM_ALIGN),
+)
+"""Every measured row, in table order."""
+
+NOT_MEASURED: tuple[NotMeasured, ...] = (
+    NotMeasured("AlignGen", "without S* + DEM", CLAIM_ALIGN,
+                "`aligngen-tiny` takes no option that drops S* and the DEM (its options are AlignGenConfig's "
+                "fields); the nearest baseline, the reference LoRA row, differs in more than S* + DEM (its "
+                "subject adapter is trained, AlignGen's LoRA is not)."),
+    NotMeasured("AlignGen", "without the selective mask", CLAIM_ALIGN,
+                "`aligngen-tiny` always adds the `aligngen-mask` rule; no option removes it."),
+    NotMeasured("AlignGen", "aligned prompts", CLAIM_ALIGN,
+                "every held-out identity differs from its class's typical one (the typical identities are "
+                "always in the training split), so every held-out request is misaligned; an aligned set "
+                "would have to use training identities, which the evaluator does not draw."),
+    NotMeasured("composed", "all three composed", "composed is best overall, or the note says which component hurts",
+                "no tiny preset composes the three: `composed` loads the real FLUX.1, Redux, Qwen2.5-VL and CLIP "
+                "folders, and `examples/compose_all.py` assembles a tiny one by hand, outside the registry the "
+                "harness builds rows from."),
+)
+"""The variants of the issue's table no preset runs today."""
+
+
+def by_key() -> dict[str, Row]:
+    """The rows by ``--rows`` key."""
+    return {row.key: row for row in ROWS}
+
+
+def groups_covered() -> set[str]:
+    """Groups with a measured row or a listed reason why not."""
+    return {row.group for row in ROWS} | {item.group for item in NOT_MEASURED}
+
+
+TRAINED, UNTRAINED, NO_WEIGHTS = "trained", "untrained", "no weights"
+"""The states :func:`weights_of` reports for a row's method."""
+
+
+def weights_of(row: Row) -> tuple[str, str]:
+    """``(state, description)`` of the weights ``row``'s method runs with, read from the files present.
+
+    ``state``: :data:`UNTRAINED` when the method's own components start from seeded initial
+    weights, :data:`NO_WEIGHTS` for the baselines and the heuristic planner (nothing to learn),
+    else :data:`TRAINED`.
+    """
+    if row.preset in ("ground-truth", "copy-paste"):
+        return NO_WEIGHTS, "no model"
+    if row.preset == "squeeze-tiny":
+        return _squeeze_weights(row.options.get("aggregator", "dla"))
+    if row.preset == "music-tiny":
+        return _music_weights(row)
+    if row.preset == "aligngen-tiny":
+        return UNTRAINED, ("untrained: seeded initial S* and DEM, zero reference LoRA, random tiny SigLIP/Redux, on the "
+                       "SubjectWorld-trained tiny FLUX")
+    if row.preset == "tiny":
+        return TRAINED, _tiny_weights(row.no_references)
+    return NO_WEIGHTS, "not known to this table"
+
+
+def _tiny_weights(text_only: bool) -> str:
+    from smg_sdk.presets.tiny import tiny_subject_lora_path
+
+    base = "SubjectWorld-trained tiny FLUX (partly: identity not learned, README)"
+    if text_only:
+        return base
+    return base + (" + SubjectWorld-trained subject adapter" if tiny_subject_lora_path() else " (no subject adapter)")
+
+
+def _squeeze_weights(aggregator: str) -> tuple[str, str]:
+    from smg_plugins.squeeze_mllm.preset import IDENTITY_ADAPTER, WEIGHTS
+
+    trained = [what for what, file in (("aggregator", WEIGHTS / f"{aggregator}.safetensors"),
+                                       ("identity LoRA", WEIGHTS / IDENTITY_ADAPTER / "pytorch_lora_weights.safetensors"))
+               if file.is_file()]
+    if not trained:
+        return UNTRAINED, ("untrained: seeded initial aggregator, zero identity LoRA, random tiny Qwen2.5-VL, on the "
+                       "SubjectWorld-trained tiny FLUX")
+    return TRAINED, f"shipped {' and '.join(trained)} (plugins/squeeze_mllm/weights/), random tiny Qwen2.5-VL"
+
+
+def _music_weights(row: Row) -> tuple[str, str]:
+    from smg_plugins.music.preset import tiny_planner_path
+
+    base = "on the SubjectWorld-trained tiny FLUX + subject adapter"
+    if row.options.get("trained_planner"):
+        tiny_planner_path()  # raises if the shipped planner is missing
+        return TRAINED, (f"planner trained on SubjectWorld plans (plugins/music/weights/planner/; its valid-plan rate "
+                         f"and layout agreement: plugins/music/README.md), {base}")
+    return NO_WEIGHTS, (f"heuristic plan (the random tiny Qwen2.5-VL planner's plans fail validation and fall back to "
+                        f"it), {base}")
+
+
+__all__ = ["GROUPS", "NOT_MEASURED", "NO_WEIGHTS", "NotMeasured", "ROWS", "Row", "TRAINED", "UNTRAINED", "by_key",
+           "groups_covered", "weights_of"]
