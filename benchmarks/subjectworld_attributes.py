@@ -1,31 +1,65 @@
 """Per-attribute reading of the tiny preset's one-subject outputs (what the oracle sees, before matching).
 
-    python benchmarks/subjectworld_attributes.py
+    python benchmarks/subjectworld_attributes.py [--flux RUN/flux --adapter RUN/adapter/pytorch_lora_weights.safetensors]
+                                                 [--true-cfg S] [--samples 32]
 
-32 held-out one-subject requests (seed 0, the preset's default steps, the seeds `smg eval
+Held-out one-subject requests (seed 0, the preset's default steps, the seeds `smg eval
 subjectworld` uses). For the largest subject the oracle reads in each output: is anything
 detected, is its shape the requested class, is its body colour the reference's or the class's
 typical colour, is its pattern the reference's; and is the background the asked one. Chance is
-1/8 for shape, 1/11 for body colour, 1/4 for pattern.
+1/8 for shape, 1/11 for body colour, 1/4 for pattern. ``--flux``/``--adapter`` read a training
+run's files instead of the shipped preset; ``--true-cfg S`` guides against the empty prompt.
 """
 
-import torch, numpy as np
-torch.set_num_threads(1)
+import argparse
+
+import numpy as np
+import torch
+
 from smg_sdk import SubjectPipeline
 from smg_sdk.data.subjectworld import SubjectWorld
 from smg_sdk.data.subjectworld.identities import typical_identity
 from smg_sdk.eval.oracle import Oracle
-pipe = SubjectPipeline.from_preset("tiny"); pipe.set_progress_bar_config(disable=True)
-o = Oracle(); w = SubjectWorld("heldout", "reference", 0, subjects=(1,), side=128)
-stats = {k: [] for k in ("detected", "shape", "body_ref", "body_typical", "pattern_ref", "background")}
-for i in range(32):
-    s = w[i]; ident = s.identities[0]
-    r = o.read(pipe(s.prompt, s.subjects(), seed=0 * 1_000_003 + i).images[0])
-    stats["background"].append(r.background == s.scene.background)
-    stats["detected"].append(len(r.subjects) > 0)
-    d = r.subjects[0] if r.subjects else None
-    stats["shape"].append(d is not None and d.shape == ident.shape)
-    stats["body_ref"].append(d is not None and d.body == ident.body)
-    stats["body_typical"].append(d is not None and d.body == typical_identity(ident.shape).body)
-    stats["pattern_ref"].append(d is not None and d.pattern == ident.pattern)
-print({k: round(float(np.mean(v)), 3) for k, v in stats.items()})
+
+
+def pipeline(flux: str | None, adapter: str | None) -> SubjectPipeline:
+    if flux is None:
+        return SubjectPipeline.from_preset("tiny")
+    from smg_sdk.backends.flux import plugin
+    from smg_sdk.backends.flux.recipes import _load_backend
+
+    backend = _load_backend(flux)
+    if adapter:
+        backend.load_stream_adapter("subject", adapter)
+    return plugin.tiny_pipeline(backend, adapter="subject" if adapter else None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--flux", default=None, help="a FLUX folder (a run's OUT/flux); default: the shipped preset")
+    parser.add_argument("--adapter", default=None, help="with --flux: the subject LoRA file")
+    parser.add_argument("--true-cfg", type=float, default=None, help="true CFG scale against the empty prompt")
+    parser.add_argument("--samples", type=int, default=32)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    pipe = pipeline(args.flux, args.adapter)
+    pipe.set_progress_bar_config(disable=True)
+    guidance = {} if args.true_cfg is None else {"negative_prompt": "", "true_cfg_scale": args.true_cfg}
+    oracle, world = Oracle(), SubjectWorld("heldout", "reference", 0, subjects=(1,), side=128)
+    stats = {k: [] for k in ("detected", "shape", "body_ref", "body_typical", "pattern_ref", "background")}
+    for i in range(args.samples):
+        sample = world[i]
+        ident = sample.identities[0]
+        reading = oracle.read(pipe(sample.prompt, sample.subjects(), seed=i, **guidance).images[0])
+        drawn = reading.subjects[0] if reading.subjects else None
+        stats["background"].append(reading.background == sample.scene.background)
+        stats["detected"].append(drawn is not None)
+        stats["shape"].append(drawn is not None and drawn.shape == ident.shape)
+        stats["body_ref"].append(drawn is not None and drawn.body == ident.body)
+        stats["body_typical"].append(drawn is not None and drawn.body == typical_identity(ident.shape).body)
+        stats["pattern_ref"].append(drawn is not None and drawn.pattern == ident.pattern)
+    print({k: round(float(np.mean(v)), 3) for k, v in stats.items()})
+
+
+if __name__ == "__main__":
+    main()
