@@ -33,16 +33,17 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from smg_sdk.backends.flux.recipes import _LazySamples, _load_backend
+    from smg_sdk.backends.flux.recipes import _load_backend
     from smg_sdk.backends.flux.plugin import tiny_pipeline
     from smg_sdk.data.subjectworld import SubjectWorld
     from smg_sdk.presets.tiny import tiny_flux_path
+    from smg_sdk.training.recipes import SubjectWorldSamples
     from smg_sdk.training.trainer import FlowMatchingTrainer, TrainerConfig, _seed, adapter_parameters
 
     backend = _load_backend(tiny_flux_path())
     backend.add_stream_adapter("bench", rank=16)
     pipe = tiny_pipeline(backend, adapter="bench")
-    data = _LazySamples(SubjectWorld("train", "reference", 0, subjects=(1, 2)), args.batch_size * args.repeats)
+    data = SubjectWorldSamples(SubjectWorld("train", "reference", 0, subjects=(1, 2)), args.batch_size * args.repeats)
     trainers = {}
     for cache in (False, True):
         config = TrainerConfig(tempfile.mkdtemp(), batch_size=args.batch_size, height=128, width=128,

@@ -64,13 +64,14 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     ".atomic": ("atomic_folder", "check_output_folder"),
     ".mllm": ("load_mllm",),
     ".data.subjectworld": ("SubjectWorld", "relation_holds"),
-    ".eval.world_eval": ("ci95",),
+    ".eval.world_eval": ("ci95", "heldout_scores"),
     ".eval.clip": ("ClipEmbedder",),
     ".presets.tiny": ("TINY_DEFAULTS", "tiny_clip_path", "tiny_flux_path", "tiny_qwen_vl_path", "tiny_redux_path",
                       "tiny_siglip_path"),
     ".training": ("FlowMatchingTrainer", "LoopConfig", "TrainResult", "TrainerConfig", "TrainerHook", "TrainingLoop",
                   "TrainingSample", "adapter_parameters", "module_parameters"),
     ".training.loop": ("RESUME_MAY_CHANGE", "is_training_output", "sample_index", "sample_rng"),
+    ".training.recipes": ("RecipeOptions", "SubjectWorldSamples"),
 }
 _LAZY = {name: module for module, names in _LAZY_MODULES.items() for name in names}
 
@@ -106,4 +107,6 @@ __all__ = [
     "tiny_redux_path", "tiny_siglip_path", "tokens_in_spans",
     # SubjectWorld for plugins' recipes and evaluations (MUSIC's planner data and metrics)
     "SubjectWorld", "ci95", "relation_holds",
+    # what a registered SubjectWorld recipe (registry kind "recipe") receives and uses
+    "RecipeOptions", "SubjectWorldSamples", "heldout_scores",
 ]

@@ -33,9 +33,10 @@ def smg_register(registry: "Registry") -> None:
 
 @hookimpl
 def smg_register_commands(subparsers) -> None:
-    """``smg train subjectworld`` (the tiny FLUX's training recipes) and ``smg plan-memory``
+    """``smg train subjectworld`` (the registered recipes; :mod:`smg_sdk.cli_subjectworld`), ``smg plan-memory``
     (:mod:`smg_sdk.backends.flux.cli`), ``smg convert-weights`` (:mod:`smg_sdk.convert`)."""
-    from .backends.flux.cli import add_plan_memory_parser, add_train_parser
+    from .backends.flux.cli import add_plan_memory_parser
+    from .cli_subjectworld import add_train_parser
     from .convert import add_convert_parser
 
     add_train_parser(subparsers)

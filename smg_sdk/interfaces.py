@@ -185,6 +185,6 @@ def component_name(component: Any, kind: str | None = None) -> str | None:
     from .plugins.registry import KINDS
 
     registry = get_registry()
-    kinds = [kind] if kind is not None else [k for k in KINDS if k != "preset"]
+    kinds = [kind] if kind is not None else [k for k in KINDS if k not in ("preset", "recipe")]  # not components
     names = [n for k in kinds for n in registry.names_of(k, type(component))]
     return names[0] if len(names) == 1 else None

@@ -117,7 +117,8 @@ def test_reference_lora_recipe_is_reproducible(tmp_path):
     """Same options, same adapter: the LoRA's initial values are seeded (runs in several processes rely on it)."""
     from safetensors.torch import load_file
 
-    from smg_sdk.backends.flux.recipes import RecipeOptions, run_reference_lora
+    from smg_sdk.backends.flux.recipes import run_reference_lora
+    from smg_sdk.training.recipes import RecipeOptions
 
     adapters = []
     for name in ("a", "b"):
@@ -237,15 +238,15 @@ def test_caption_dropout_trains_the_empty_prompt(tmp_path):
 
 
 def test_reference_pairs_with_caption_dropout_keep_their_references():
-    from smg_sdk.backends.flux.recipes import _LazySamples
+    from smg_sdk.training.recipes import SubjectWorldSamples
     from smg_sdk.data.subjectworld import SubjectWorld
 
     world = SubjectWorld("train", "reference", 0, subjects=(1,), side=64)
-    plain, dropped = _LazySamples(world, 40), _LazySamples(world, 40, caption_dropout=0.5, seed=3)
+    plain, dropped = SubjectWorldSamples(world, 40), SubjectWorldSamples(world, 40, caption_dropout=0.5, seed=3)
     blank = [i for i in range(40) if dropped[i].prompt == ""]
     assert 5 < len(blank) < 35 and all(plain[i].prompt for i in range(40))
     assert blank == [i for i in range(40) if dropped[i].prompt == ""]  # the same samples every time
     for i in blank[:3]:
         assert len(dropped[i].subjects) == len(plain[i].subjects) == 1
         assert dropped[i].target.tobytes() == plain[i].target.tobytes()
-    assert blank != [i for i in range(40) if _LazySamples(world, 40, caption_dropout=0.5, seed=4)[i].prompt == ""]
+    assert blank != [i for i in range(40) if SubjectWorldSamples(world, 40, caption_dropout=0.5, seed=4)[i].prompt == ""]

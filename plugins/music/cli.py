@@ -1,8 +1,8 @@
 """``smg music-planner train|eval``: train the MUSIC planner on SubjectWorld and measure it.
 
-Added to ``smg`` through the ``smg_register_commands`` hook (the core's ``smg train
-subjectworld`` recipes are the FLUX backend's and take no plugin recipes). Heavy modules are
-imported inside the handlers.
+Added to ``smg`` through the ``smg_register_commands`` hook: the planner is an MLLM trained on
+plans, with options of its own, not an image recipe of ``smg train subjectworld`` (registry kind
+``recipe``). Heavy modules are imported inside the handlers.
 
 ``train`` trains the planner (the whole tiny Qwen2.5-VL by default) on SubjectWorld's
 training identities with the unseen relation combinations left out

@@ -185,6 +185,22 @@ def evaluate(config: WorldEvalConfig, progress: bool = True, examples_per_count:
     return WorldEvalResult(payload, examples)
 
 
+def heldout_scores(pipeline, subjects: Sequence[int] = (1, 2), samples: int = 8, seed: int = 1,
+                   steps: int | None = None, metrics: Sequence[str] | None = None, **config: Any) -> dict[str, float]:
+    """Mean oracle scores of ``pipeline`` on ``samples`` held-out requests per subject count,
+    averaged over the counts: what a training recipe prints as its evaluation line.
+
+    ``metrics``: the names to keep (default: every metric of the first count, in order);
+    ``steps``: denoising steps (None: the pipeline's default); ``config``: other
+    :class:`WorldEvalConfig` fields (``no_references``, ``describe``, ``true_cfg_scale``).
+    Raises :class:`~smg_sdk.RequestError` for bad settings, as :class:`WorldEvalConfig` does.
+    """
+    run = WorldEvalConfig("training", tuple(subjects), samples, seed=seed, steps=steps, **config)
+    results = evaluate(run, progress=False, examples_per_count=0, pipeline=pipeline).payload["results"]
+    names = [m for m in results[str(run.subjects[0])] if metrics is None or m in metrics]
+    return {m: sum(r[m]["mean"] for r in results.values()) / len(results) for m in names}
+
+
 def format_table(payload: dict[str, Any]) -> str:
     """The results as a text table: one row per subject count, ``mean [lo, hi]`` per metric."""
     title = payload["preset"] + (" --no-references" if payload.get("no_references") else "") + (
@@ -226,4 +242,4 @@ def write_outputs(result: WorldEvalResult, out: str | Path) -> Path:
 
 
 __all__ = ["BASELINES", "WorldEvalConfig", "WorldEvalResult", "ci95", "contact_sheet", "evaluate", "format_table",
-           "write_outputs"]
+           "heldout_scores", "write_outputs"]

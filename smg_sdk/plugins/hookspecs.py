@@ -41,9 +41,11 @@ def smg_register(registry: "Registry") -> None:
             registry.add_rule("my-rule", make_rule)
 
     Kinds: ``encoder``, ``aggregator``, ``rule``, ``schedule``, ``planner``, ``verifier``,
-    ``judge``, ``backend`` and ``preset``. A factory is any callable; it is called with the
-    component's config as keyword arguments when a pipeline is built, so register classes
-    or cheap functions and do heavy work (loading weights) inside the factory, not here.
+    ``judge``, ``backend``, ``preset`` and ``recipe``. A factory is any callable; it is called
+    with the component's config as keyword arguments when a pipeline is built (a ``recipe``
+    factory is called as ``factory(options, log, **recipe_options)`` by ``smg train subjectworld``,
+    see :mod:`smg_sdk.training.recipes`), so register classes or cheap functions and do heavy
+    work (loading weights, training) inside the factory, not here.
 
     The hook is called once per plugin, in isolation: if it raises, or claims a name
     another plugin already owns, everything this plugin registered is rolled back, the

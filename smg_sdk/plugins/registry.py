@@ -16,7 +16,7 @@ from ..configurable import CONFIG_ATTR, NAME_ATTR, captured_config
 from ..errors import ConfigError, PluginError, RegistryError, SMGError
 
 KINDS: tuple[str, ...] = (
-    "encoder", "aggregator", "rule", "schedule", "planner", "verifier", "judge", "backend", "preset",
+    "encoder", "aggregator", "rule", "schedule", "planner", "verifier", "judge", "backend", "preset", "recipe",
 )
 """Every component kind, in the order ``smg plugins`` shows them."""
 
@@ -130,6 +130,12 @@ class Registry:
         """Register a preset; ``factory(**options)`` returns a ready
         :class:`smg_sdk.SubjectPipeline` (used by ``SubjectPipeline.from_preset``)."""
         self._add("preset", name, factory)
+
+    def add_recipe(self, name: str, factory: Factory) -> None:
+        """Register a SubjectWorld training recipe, run by ``smg train subjectworld --recipe NAME``:
+        ``factory(options, log, **recipe_options)`` trains into ``options.out`` and returns what it
+        wrote (see :mod:`smg_sdk.training.recipes`). Not built with :meth:`build`."""
+        self._add("recipe", name, factory)
 
     def forget(self, plugin: str) -> None:
         """Remove every name ``plugin`` registered (rollback of a plugin that failed)."""

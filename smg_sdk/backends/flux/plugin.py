@@ -1,4 +1,5 @@
-"""The FLUX backend's registrations: the ``flux`` backend, its encoders and the ``tiny`` preset.
+"""The FLUX backend's registrations: the ``flux`` backend, its encoders, the ``tiny`` preset and
+the tiny FLUX's SubjectWorld recipes ``vae``, ``base``, ``reference-lora``.
 
 The core's own plugin (:mod:`smg_sdk.builtin`) calls :func:`register` when it loads, so
 these names are there whenever the registry is; nothing else in the core names a FLUX
@@ -7,11 +8,13 @@ module.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # pragma: no cover
     from ...pipeline import SubjectPipeline
     from ...plugins.registry import Registry
+    from ...training.recipes import RecipeOptions
 
 
 def flux_backend(path: str | None = None, *, manifest: dict | None = None, folder: str | None = None, **options: Any):
@@ -74,7 +77,7 @@ def tiny_preset(reference_mode: str = "concat", position: str = "kontext",
 
 
 def register(registry: "Registry") -> None:
-    """Add the FLUX backend, FLUX's text and VAE-reference encoders and the ``tiny`` preset."""
+    """Add the FLUX backend, FLUX's text and VAE-reference encoders, its presets and its recipes."""
     from .encoders import FluxTextEncoder, VAEReferenceEncoder
 
     registry.add_backend("flux", flux_backend)
@@ -84,6 +87,39 @@ def register(registry: "Registry") -> None:
     registry.add_preset("reference-lora", reference_lora)
     registry.add_preset("omini", reference_lora)
     registry.add_preset("composed", composed)
+    registry.add_recipe("vae", vae_recipe)
+    registry.add_recipe("base", base_recipe)
+    registry.add_recipe("reference-lora", reference_lora_recipe)
+
+
+def vae_recipe(options: "RecipeOptions", log: Callable[[str], None] = print) -> Path:
+    """The tiny AutoencoderKL on SubjectWorld renders; writes OUT/vae/.
+
+    See :func:`.recipes.run_vae`.
+    """
+    from .recipes import run_vae
+
+    return run_vae(options, log)
+
+
+def base_recipe(options: "RecipeOptions", log: Callable[[str], None] = print) -> Path:
+    """Stage 0: the FLUX transformer + T5 on caption scenes; writes OUT/flux/.
+
+    See :func:`.recipes.run_base`.
+    """
+    from .recipes import run_base
+
+    return run_base(options, log)
+
+
+def reference_lora_recipe(options: "RecipeOptions", log: Callable[[str], None] = print) -> Path:
+    """Stage 1: the subject LoRA on VAE references, base frozen; writes OUT/adapter/.
+
+    See :func:`.recipes.run_reference_lora`.
+    """
+    from .recipes import run_reference_lora
+
+    return run_reference_lora(options, log)
 
 
 def reference_lora(path: str, lora_path: str | None = None, **options: Any) -> "SubjectPipeline":

@@ -1,6 +1,8 @@
 """``smg train subjectworld``: the tiny preset's training recipes, as a product feature.
 
-Three recipes, run in order, each resumable from its ``--out`` folder:
+Three recipes, run in order, each resumable from its ``--out`` folder; the FLUX plugin
+(:mod:`.plugin`) registers them under the registry kind ``recipe``
+(:mod:`smg_sdk.training.recipes` has the contract and :class:`RecipeOptions`):
 
 - ``vae``: the tiny AutoencoderKL on SubjectWorld renders (:mod:`smg_sdk.training.vae`);
   writes ``OUT/vae/`` (a diffusers folder).
@@ -18,45 +20,14 @@ writes atomic checkpoints; a rerun with ``resume`` continues bit-identically.
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Callable
 
-import numpy as np
 import torch
 
-from ...errors import ConfigError
 from ...training.loop import append_history
-
-RECIPES = ("vae", "base", "reference-lora")
-
-
-@dataclass
-class RecipeOptions:
-    """What the command line passes to a recipe (``steps``/``batch_size`` None = the recipe's default)."""
-
-    out: str
-    start_from: str | None = None
-    vae: str | None = None
-    budget_minutes: float | None = None
-    steps: int | None = None
-    batch_size: int | None = None
-    seed: int = 0
-    eval_samples: int = 8
-    eval_every: int | None = None
-    progress: bool = True
-    pool_size: int | None = None
-    subjects: tuple[int, ...] | None = None
-    learning_rate: float | None = None
-    lr_schedule: str | None = None
-    subject_weight: float | None = None
-    describe: float | None = None
-    caption_dropout: float | None = None
-    lora_rank: int | None = None
-    position: str | None = None
+from ...training.recipes import RecipeOptions, SubjectWorldSamples
 
 
 def _eval_steps() -> int:
@@ -89,13 +60,11 @@ def _world_eval(pipe, options: RecipeOptions, counts: tuple[int, ...], text_only
     the text names each held-out identity in full (what the base can draw from words). A base
     trained with ``caption_dropout`` also reports its scores with true CFG at
     :data:`EVAL_TRUE_CFG` against the empty prompt, prefixed ``cfg_``."""
-    from ...eval.world_eval import WorldEvalConfig, evaluate
+    from ...eval.world_eval import heldout_scores
 
     def means(describe: bool, true_cfg_scale: float = 1.0) -> dict:
-        config = WorldEvalConfig("training", counts, options.eval_samples, seed=1, steps=_eval_steps(),
-                                 no_references=text_only, describe=describe, true_cfg_scale=true_cfg_scale)
-        results = evaluate(config, progress=False, examples_per_count=0, pipeline=pipe).payload["results"]
-        return {name: sum(r[name]["mean"] for r in results.values()) / len(results) for name in results[str(counts[0])]}
+        return heldout_scores(pipe, counts, options.eval_samples, seed=1, steps=_eval_steps(), no_references=text_only,
+                              describe=describe, true_cfg_scale=true_cfg_scale)
 
     names = ["identity", "instruction", "omission", "copy_paste"] + (["prior"] if text_only else [])
     line = {name: value for name, value in means(False).items() if name in names}
@@ -162,8 +131,8 @@ def run_reference_lora(options: RecipeOptions, log: Callable[[str], None] = prin
     position = {"position": options.position} if options.position else {}  # else the preset's default
     pipe = tiny_pipeline(backend, adapter=SUBJECT_ADAPTER, **position)
     world = SubjectWorld("train", "reference", options.seed, subjects=options.subjects or (1, 2))
-    data = _LazySamples(world, options.pool_size or 4096, options.subject_weight,  # encoded once each
-                        options.caption_dropout or 0.0, options.seed)
+    data = SubjectWorldSamples(world, options.pool_size or 4096, options.subject_weight,  # encoded once each
+                               options.caption_dropout or 0.0, options.seed)
     config = TrainerConfig(str(Path(options.out) / "checkpoints"), max_steps=options.steps or 1500,
                            batch_size=options.batch_size or 8, learning_rate=options.learning_rate or 1e-3,
                            seed=options.seed,
@@ -178,44 +147,6 @@ def run_reference_lora(options: RecipeOptions, log: Callable[[str], None] = prin
     return backend.save_adapter(SUBJECT_ADAPTER, Path(options.out) / "adapter")
 
 
-class _LazySamples(Sequence):
-    """A sequence view of SubjectWorld as TrainingSamples (rendered on access).
-
-    With ``subject_weight`` W, a sample's loss weighs the tokens of its subjects' layout cells
-    ``1 + W`` and the rest 1 (the layout is SubjectWorld's exact 8 x 8 grid of subject ids).
-    With ``caption_dropout`` p, a share p of the samples (chosen by index and seed, so always the
-    same ones) keep their references and have the empty prompt: the branch true CFG subtracts.
-    """
-
-    def __init__(self, world, length: int, subject_weight: float | None = None, caption_dropout: float = 0.0,
-                 seed: int = 0):
-        self.world, self.length, self.subject_weight = world, length, subject_weight
-        self.caption_dropout, self.seed = caption_dropout, seed
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int):
-        sample = self.world[index].training_sample()
-        if self.subject_weight:
-            weights = 1.0 + self.subject_weight * (np.asarray(sample.extras["layout"]) > 0)
-            sample = dataclasses.replace(sample, loss_weights=weights)
-        if self.caption_dropout and np.random.default_rng([self.seed, index, 11]).random() < self.caption_dropout:
-            sample = dataclasses.replace(sample, prompt="")
-        return sample
-
-
-def run_recipe(recipe: str, options: RecipeOptions, log: Callable[[str], None] = print) -> Path:
-    """Run ``recipe`` (one of :data:`RECIPES`); returns what it wrote."""
-    if recipe not in RECIPES:
-        raise ConfigError(f"--recipe must be one of {', '.join(RECIPES)}, got {recipe!r}.")
-    if recipe == "base":
-        return run_base(options, log)
-    if recipe == "reference-lora":
-        return run_reference_lora(options, log)
-    return run_vae(options, log)
-
-
 def run_vae(options: RecipeOptions, log: Callable[[str], None] = print) -> Path:
     """The VAE (:mod:`smg_sdk.training.vae`); returns ``OUT/vae``, exported from the newest checkpoint
     whether the run finished or stopped on its budget (a rerun continues it)."""
@@ -228,4 +159,4 @@ def run_vae(options: RecipeOptions, log: Callable[[str], None] = print) -> Path:
     return export_vae(checkpoint, Path(options.out) / "vae")
 
 
-__all__ = ["RECIPES", "RecipeOptions", "run_base", "run_recipe", "run_reference_lora", "run_vae"]
+__all__ = ["RecipeOptions", "run_base", "run_reference_lora", "run_vae"]
