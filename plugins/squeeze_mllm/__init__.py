@@ -2,7 +2,8 @@
 
 MLLM conditioning (instruction and references read jointly), Layerwise Attention Pooling
 with Dual Layer Aggregation, VAE identity references, multi-stage denoising, and the
-two-stage training recipe. Uses only smg-sdk's public API.
+two-stage training plan, run on SubjectWorld by ``smg train subjectworld --recipe squeeze``
+(:mod:`.recipe`). Uses only smg-sdk's public API.
 """
 
 from smg_sdk import hookimpl
@@ -14,6 +15,7 @@ def smg_register(registry) -> None:
     from .encoder import MLLMConditionEncoder
     from .pooling import DualLayerAggregation, FixedLayers, LAPAggregator, LastLayer
     from .preset import squeeze, squeeze_tiny
+    from .recipe import squeeze_recipe
     from .schedule import MultiStageSchedule
 
     registry.add_encoder("squeeze-mllm", MLLMConditionEncoder)
@@ -24,3 +26,4 @@ def smg_register(registry) -> None:
     registry.add_schedule("multistage", MultiStageSchedule)
     registry.add_preset("squeeze-tiny", squeeze_tiny)
     registry.add_preset("squeeze", squeeze)
+    registry.add_recipe("squeeze", squeeze_recipe)

@@ -5,9 +5,10 @@ Both compose: CLIP pooled text (no T5: the MLLM replaces it) + the ``squeeze-mll
 the reference tokens; the aggregator (DLA by default) turns the MLLM's layers into the
 text-side stream; the multi-stage schedule.
 
-``squeeze-tiny``: weights the project trains (aggregator, identity LoRA) live in ``weights/``
-beside this file; when present they are loaded, otherwise the components start from a fixed
-seed. Training new weights is therefore a data change, not a code change.
+``squeeze-tiny``: the trained weights (aggregator, identity LoRA) are read from the folder of
+the ``weights`` option (a ``smg train subjectworld --recipe squeeze`` run's ``OUT/weights``),
+else from ``weights/`` beside this file when present (none ship yet), otherwise the components
+start from a fixed seed. Training new weights is therefore a data change, not a code change.
 
 ``squeeze``: what a user downloads is ``black-forest-labs/FLUX.1-dev`` (diffusers format:
 ``model_index.json``, ``transformer/``, ``vae/``, ``text_encoder/``, ``tokenizer/``,
@@ -52,7 +53,8 @@ def build_squeeze(backend: FluxBackend, mllm_encoder: Any, *, aggregator: str, l
     for what, file in (("identity_lora_path", lora_file), ("aggregator_path", weights_file)):
         if file is not None and not Path(file).is_file():
             raise ConditionError(f"squeeze {what}: no file at {str(file)!r}; pass the .safetensors file "
-                                 "training wrote.")
+                                 "training wrote (for squeeze-tiny weights=DIR: the run's OUT/weights folder, "
+                                 f"trained with this aggregator, {aggregator!r}).")
     encoders = [
         registry.build("encoder", "flux-text", t5=False),
         mllm_encoder,
@@ -80,22 +82,48 @@ def _shipped(path: Path) -> Path | None:
     return path if path.is_file() else None
 
 
+def weight_files(folder: str | Path, aggregator: str) -> tuple[Path, Path]:
+    """The files a Squeeze training run writes into its ``weights`` folder (and ``weights/`` beside
+    this module holds): ``<aggregator>.safetensors`` and ``squeeze-identity/pytorch_lora_weights.safetensors``."""
+    folder = Path(folder)
+    return folder / f"{aggregator}.safetensors", folder / IDENTITY_ADAPTER / "pytorch_lora_weights.safetensors"
+
+
+def tiny_backend(flux: str | None = None) -> tuple[FluxBackend, dict[str, Any]]:
+    """The tiny FLUX backend and its defaults: the embedded ``tiny`` preset's, or a FLUX folder
+    ``flux`` (e.g. a ``smg train subjectworld --recipe base`` run's ``OUT/flux``) at the same settings."""
+    from smg_sdk import TINY_DEFAULTS
+
+    if flux is None:
+        base = SubjectPipeline.from_preset("tiny")
+        return base.backend, base.defaults
+    backend = FluxBackend.from_pretrained(flux, max_sequence_length=TINY_DEFAULTS["max_sequence_length"])
+    return backend, {k: v for k, v in TINY_DEFAULTS.items() if k != "max_sequence_length"}
+
+
 def squeeze_tiny(reference_mode: str = "cached", position: str = "omini", aggregator: str = "dla",
                  layer_stride: int = 3, rank: int = 4, image_size: int = 64,
-                 schedule: str = "multistage") -> SubjectPipeline:
+                 schedule: str = "multistage", weights: str | None = None, flux: str | None = None) -> SubjectPipeline:
     """Squeeze on the embedded tiny FLUX and tiny Qwen2.5-VL: runs in seconds on a CPU.
 
     ``aggregator``: ``dla`` (default), ``lap``, ``last-layer`` or ``fixed-layers``;
-    ``schedule``: ``multistage`` (default) or ``constant`` (see :func:`build_squeeze`)."""
-    registry = get_registry()
-    base = SubjectPipeline.from_preset("tiny")
-    mllm_encoder = registry.build("encoder", "squeeze-mllm", model="tiny", layer_stride=layer_stride,
-                                  image_size=image_size)
-    return build_squeeze(base.backend, mllm_encoder, aggregator=aggregator,
-                         lora_file=_shipped(WEIGHTS / IDENTITY_ADAPTER / "pytorch_lora_weights.safetensors"),
-                         weights_file=_shipped(WEIGHTS / f"{aggregator}.safetensors"), rank=rank,
-                         reference_mode=reference_mode, position=position, defaults=base.defaults,
-                         schedule=schedule)
+    ``schedule``: ``multistage`` (default) or ``constant`` (see :func:`build_squeeze`).
+    ``weights``: a folder with the trained ``<aggregator>.safetensors`` and identity LoRA
+    (``squeeze-identity/pytorch_lora_weights.safetensors``), e.g. the ``OUT/weights`` of
+    ``smg train subjectworld --recipe squeeze``; both must be there (else
+    :class:`~smg_sdk.ConditionError`). Without it, the files shipped in ``weights/`` beside this
+    module are used when present, else seeded initial weights. ``flux``: a tiny FLUX folder
+    instead of the embedded one (the base the run trained on).
+    """
+    backend, defaults = tiny_backend(flux)
+    mllm_encoder = get_registry().build("encoder", "squeeze-mllm", model="tiny", layer_stride=layer_stride,
+                                        image_size=image_size)
+    weights_file, lora_file = weight_files(weights if weights is not None else WEIGHTS, aggregator)
+    if weights is None:
+        weights_file, lora_file = _shipped(weights_file), _shipped(lora_file)
+    return build_squeeze(backend, mllm_encoder, aggregator=aggregator, lora_file=lora_file,
+                         weights_file=weights_file, rank=rank, reference_mode=reference_mode, position=position,
+                         defaults=defaults, schedule=schedule)
 
 
 def squeeze(path: str, mllm_path: str, aggregator_path: str | None = None, identity_lora_path: str | None = None, *,
