@@ -103,7 +103,7 @@ def _train(pipe: SubjectPipeline, data, plan: SqueezeTrainingPlan, options: Reci
         first = train_stage1(pipe, data, plan, budget_minutes=budget, evaluate=_evaluator(pipe, options, 1), **run)
         if first.last_step < plan.stage1_steps:  # stopped by the budget; a rerun with --resume continues
             return
-    left = None if budget is None else budget - (time.monotonic() - began) / 60
+    left = None if budget is None else round(budget - (time.monotonic() - began) / 60, 2)  # minutes, as logged
     if left is not None and left <= 0:
         log(f"squeeze: budget of {budget} minutes reached at the end of stage 1; run again with --resume for stage 2")
         return

@@ -9,9 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from smg_sdk import RecipeOptions, SubjectPipeline
+from smg_sdk import RecipeOptions, SubjectPipeline, SubjectWorld
 from smg_sdk.cli import main
 from smg_sdk.plugins import get_registry
+from smg_sdk.presets.tiny import tiny_flux_path
 from smg_sdk.training.recipes import run_recipe
 
 LORA = Path("squeeze-identity") / "pytorch_lora_weights.safetensors"
@@ -51,17 +52,23 @@ def test_squeeze_recipe_trains_weights_that_squeeze_tiny_loads(tmp_path):
     assert any(not torch.equal(start[k], trained[k]) for k in start), "training did not change the aggregator"
     lora_b = [v for k, v in trained.items() if k.startswith("lora.") and "lora_B" in k]
     assert lora_b and any(v.abs().sum() > 0 for v in lora_b), "stage 2 did not train the identity LoRA (B starts at 0)"
-    loaded = SubjectPipeline.from_preset("squeeze-tiny", weights=str(weights), aggregator="dla")
+    loaded = SubjectPipeline.from_preset("squeeze-tiny", weights=str(weights), aggregator="dla",
+                                         flux=str(tiny_flux_path()))  # the base it trained on, named as a folder
     state = _aggregator(loaded).state_dict()
     assert all(torch.equal(state[k[4:]], v) for k, v in trained.items() if k.startswith("agg."))
+    sample = SubjectWorld("heldout", subjects=(1,))[0]
+    assert loaded(sample.prompt, sample.subjects(), seed=0, num_inference_steps=1).images[0].size == (128, 128)
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert len(history["losses"]) == 2  # one step of each stage
 
 
-def test_squeeze_recipe_resumed_at_the_stage_boundary_is_bit_identical(tmp_path):
-    straight = _tensors(_run(tmp_path / "straight", steps=2))
-    _run(tmp_path / "split", steps=1)  # stage 1 only: stopped after step 1
-    resumed = _tensors(_run(tmp_path / "split", steps=2))  # stage 2's step on top
+@pytest.mark.parametrize("stage1_steps", [1, 0], ids=["at-the-stage-boundary", "inside-stage-2"])
+def test_squeeze_recipe_stopped_at_step_1_and_resumed_is_bit_identical(tmp_path, stage1_steps):
+    straight = _tensors(_run(tmp_path / "straight", steps=2, stage1_steps=stage1_steps))
+    _run(tmp_path / "split", steps=1, stage1_steps=stage1_steps)  # stopped after step 1, with its checkpoint
+    resumed = _tensors(_run(tmp_path / "split", steps=2, stage1_steps=stage1_steps))  # step 2 on top
+    losses = json.loads((tmp_path / "split" / "history.json").read_text())["losses"]
+    assert len(losses) == 2, "the rerun did not continue from step 1"
     assert straight.keys() == resumed.keys()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
 
