@@ -45,10 +45,6 @@ def add_plan_memory_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--references", type=int, default=1, help="reference images per request")
     p.add_argument("--batch", type=int, default=1, help="images per sampler call (candidates x images)")
     p.add_argument("--reference-mode", default="concat", choices=("concat", "cached"))
-    p.add_argument("--caption-dropout", type=float, default=None,
-                   help="base, reference-lora: probability that a training caption is replaced by the empty prompt, "
-                        "so the model can be sampled with true classifier-free guidance (--true-cfg in smg eval; "
-                        "default 0)")
     p.add_argument("--lora-rank", type=int, default=16, help="rank of the reference LoRA counted for LoRA presets")
     p.set_defaults(func=cmd_plan_memory)
 
