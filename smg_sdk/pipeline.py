@@ -385,7 +385,7 @@ class SubjectPipeline:
         num_images_per_prompt: int = 1,
         num_candidates: int = 1,
         negative_prompt: str | None = None,
-        true_cfg_scale: float = 1.0,
+        true_cfg_scale: float | None = None,
         latents: torch.Tensor | None = None,
         output_type: str = "pil",
         callback_on_step_end: Callable[["SubjectPipeline", int, torch.Tensor, dict], dict | None] | None = None,
@@ -401,7 +401,9 @@ class SubjectPipeline:
         all; 1 = one after the other). ``latents`` are the starting latents of one candidate
         (batch ``num_images_per_prompt``); with several candidates the noise is drawn from
         ``generator`` in candidate order, so a candidate's noise does not depend on batching.
-        ``callback_on_step_end`` sees the latents of the whole batch.
+        ``callback_on_step_end`` sees the latents of the whole batch. True classifier-free
+        guidance runs when ``negative_prompt`` is set (``""`` allowed) and ``true_cfg_scale`` > 1,
+        as in diffusers' FluxPipeline; either left None takes the pipeline's ``defaults``.
         """
         check_call_options(output_type, num_candidates, candidate_batch_size, callback_on_step_end,
                            cached_references)

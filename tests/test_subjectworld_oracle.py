@@ -226,6 +226,21 @@ def test_true_cfg_row_guides_against_the_empty_prompt():
     assert not np.array_equal(image(3.0, no_references=True), image(1.0, no_references=True))
 
 
+def test_pipeline_defaults_can_turn_true_cfg_on_and_a_call_can_turn_it_off():
+    from smg_sdk import SubjectPipeline
+
+    tiny = SubjectPipeline.from_preset("tiny")
+    guided = SubjectPipeline(tiny.backend, tiny.encoders, defaults={**tiny.defaults, "negative_prompt": "",
+                                                                     "true_cfg_scale": 3.0})
+    sample = SubjectWorld("heldout", subjects=(1,))[0]
+
+    def image(pipe, **kwargs):
+        return np.asarray(pipe(sample.caption, [], num_inference_steps=2, seed=0, **kwargs).images[0])
+
+    assert np.array_equal(image(guided), image(tiny, negative_prompt="", true_cfg_scale=3.0))
+    assert np.array_equal(image(guided, true_cfg_scale=1.0), image(tiny))
+
+
 def test_scene_judge_verifier_uses_the_registered_subjectworld_judge():
     from smg_sdk import Request
     from smg_sdk.eval.world_eval import _copy_paste_image
