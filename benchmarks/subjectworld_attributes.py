@@ -39,12 +39,15 @@ def main() -> None:
     parser.add_argument("--flux", default=None, help="a FLUX folder (a run's OUT/flux); default: the shipped preset")
     parser.add_argument("--adapter", default=None, help="with --flux: the subject LoRA file")
     parser.add_argument("--true-cfg", type=float, default=None, help="true CFG scale against the empty prompt")
+    parser.add_argument("--negative-without-references", action="store_true",
+                        help="with --true-cfg: the negative branch drops the references")
     parser.add_argument("--samples", type=int, default=32)
     args = parser.parse_args()
     torch.set_num_threads(1)
     pipe = pipeline(args.flux, args.adapter)
     pipe.set_progress_bar_config(disable=True)
-    guidance = {} if args.true_cfg is None else {"negative_prompt": "", "true_cfg_scale": args.true_cfg}
+    guidance = {} if args.true_cfg is None else {"negative_prompt": "", "true_cfg_scale": args.true_cfg,
+                                                    "negative_references": not args.negative_without_references}
     oracle, world = Oracle(), SubjectWorld("heldout", "reference", 0, subjects=(1,), side=128)
     stats = {k: [] for k in ("detected", "shape", "body_ref", "body_typical", "pattern_ref", "background")}
     for i in range(args.samples):

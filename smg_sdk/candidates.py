@@ -40,12 +40,29 @@ def encode_shared(
     encoders: Sequence["ConditionEncoder"], backend: Any, requests: Sequence[Request],
     cache: "EncodingCache | None" = None,
 ) -> tuple[list[ConditionSet], dict[str, int]]:
-    """The merged encoder outputs for each request (which may differ only in their prompt).
+    """The merged encoder outputs for each request (which may differ in their prompt, and the
+    negative prompt's request in its subjects: ``negative_references=False`` drops them).
 
     Returns the condition sets in ``requests`` order and the number of calls made per encoder
     (``{"<i>:<ClassName>": calls}``, counting calls answered by ``cache`` too), for logs and tests.
     With ``cache``, each call goes through :meth:`~smg_sdk.encoding_cache.EncodingCache.encode`.
+    Requests with the same subjects share the encoders that do not read the prompt.
     """
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, request in enumerate(requests):
+        groups.setdefault(tuple(id(s) for s in request.subjects), []).append(i)
+    out: list[ConditionSet | None] = [None] * len(requests)
+    calls: dict[str, int] = {}
+    for rows in groups.values():
+        sets, counts = _encode_same_subjects(encoders, backend, [requests[i] for i in rows], cache)
+        for i, conditions in zip(rows, sets):
+            out[i] = conditions
+        for key, n in counts.items():
+            calls[key] = calls.get(key, 0) + n
+    return out, calls
+
+
+def _encode_same_subjects(encoders, backend, requests: Sequence[Request], cache) -> tuple[list[ConditionSet], dict[str, int]]:
     run = cache.encode if cache is not None else (lambda encoder, request, backend: encoder.encode(request, backend))
     prompts: list[str] = []
     for r in requests:
@@ -65,8 +82,7 @@ def encode_shared(
                 calls[key] += 1
             else:
                 outputs[prompt].append(first)
-    merged = {p: parts for p, parts in outputs.items()}
-    return [ConditionSet.merge(merged[r.prompt]) for r in requests], calls
+    return [ConditionSet.merge(outputs[r.prompt]) for r in requests], calls
 
 
 # ---------------------------------------------------------------------------------- batching

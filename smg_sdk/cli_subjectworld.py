@@ -56,7 +56,7 @@ def cmd_eval_subjectworld(args: argparse.Namespace) -> int:
         args.preset, check_counts(args.subjects),
         args.samples if args.samples is not None else QUICK_SAMPLES if args.quick else 32,
         args.seed, args.steps, args.no_references, describe=args.describe, options=_preset_options(args.option),
-        true_cfg_scale=args.true_cfg,
+        true_cfg_scale=args.true_cfg, negative_references=not args.negative_without_references,
     )
     check_writable(args.out, "subjectworld-eval")
     if config.preset not in BASELINES:
@@ -100,6 +100,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="with --no-references: the prompt names each identity in full (colours, pattern)")
     p.add_argument("--true-cfg", type=float, default=1.0, metavar="S",
                    help="true classifier-free guidance scale against the empty prompt (default 1: none)")
+    p.add_argument("--negative-without-references", action="store_true",
+                   help="with --true-cfg: the negative branch drops the references (guidance toward them too)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a preset option (repeatable)")
     p.add_argument("--out", default=None, help="folder for results.json and contact_sheet.png")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

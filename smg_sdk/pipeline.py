@@ -386,6 +386,7 @@ class SubjectPipeline:
         num_candidates: int = 1,
         negative_prompt: str | None = None,
         true_cfg_scale: float | None = None,
+        negative_references: bool | None = None,
         latents: torch.Tensor | None = None,
         output_type: str = "pil",
         callback_on_step_end: Callable[["SubjectPipeline", int, torch.Tensor, dict], dict | None] | None = None,
@@ -404,6 +405,8 @@ class SubjectPipeline:
         ``callback_on_step_end`` sees the latents of the whole batch. True classifier-free
         guidance runs when ``negative_prompt`` is set (``""`` allowed) and ``true_cfg_scale`` > 1,
         as in diffusers' FluxPipeline; either left None takes the pipeline's ``defaults``.
+        ``negative_references=False`` drops the references from the negative branch (see
+        :class:`~smg_sdk.types.Request`).
         """
         check_call_options(output_type, num_candidates, candidate_batch_size, callback_on_step_end,
                            cached_references)
@@ -411,7 +414,7 @@ class SubjectPipeline:
             prompt, subjects, height=height, width=width, num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale, generator=generator, seed=seed,
             num_images_per_prompt=num_images_per_prompt, negative_prompt=negative_prompt,
-            true_cfg_scale=true_cfg_scale,
+            true_cfg_scale=true_cfg_scale, negative_references=negative_references,
         )
         _check_image_count(request, num_candidates)
         callback = None if callback_on_step_end is None else functools.partial(run_callback, self, callback_on_step_end)

@@ -133,6 +133,9 @@ class Request:
     :data:`MAX_STEPS`, ``num_images_per_prompt`` <= :data:`MAX_BATCH`, at most
     :data:`MAX_SUBJECTS` subjects, guidance <= :data:`MAX_GUIDANCE`, prompts <=
     :data:`MAX_PROMPT_CHARS` characters. ``negative_prompt`` may be ``""`` (as in diffusers).
+    ``negative_references``: whether true CFG's negative branch keeps the references (True, as
+    FluxKontextPipeline keeps its image) or drops them (False, as diffusers' IP-Adapter guidance
+    uses a blank image), so the guidance also pushes toward the references.
     Every problem raises :class:`RequestError` naming the argument.
     """
 
@@ -148,6 +151,7 @@ class Request:
     negative_prompt: str | None = None
     true_cfg_scale: float = 1.0
     size_multiple: int = 16
+    negative_references: bool = True
 
     def __post_init__(self) -> None:
         check_text(self.prompt, "prompt")
@@ -160,6 +164,8 @@ class Request:
         self._check_randomness()
         if self.negative_prompt is not None:
             check_text(self.negative_prompt, "negative_prompt", allow_empty=True)
+        if not isinstance(self.negative_references, bool):
+            raise RequestError(f"negative_references must be True or False, got {self.negative_references!r}.")
         self._check_placeholders()
         for i, subject in enumerate(self.subjects):
             subject.index = i
@@ -206,15 +212,19 @@ class Request:
         """This request with the negative prompt as its prompt (which may be ``""``), for true CFG."""
         other = copy.copy(self)
         other.prompt = self.negative_prompt if self.negative_prompt is not None else ""
+        if not self.negative_references:
+            other.subjects = []
         return other
 
     def _check_placeholders(self) -> None:
         n = len(self.subjects)
-        wrong = sorted({k for k in placeholders_in(self.negative_prompt or "") if k < 1 or k > n})
+        in_negative = n if self.negative_references else 0
+        wrong = sorted({k for k in placeholders_in(self.negative_prompt or "") if k < 1 or k > in_negative})
         if wrong:
             raise RequestError(
-                f"negative_prompt names subject(s) {', '.join(f'<{k}>' for k in wrong)} but {n} subject(s) were "
-                "given; name only subjects that exist."
+                f"negative_prompt names subject(s) {', '.join(f'<{k}>' for k in wrong)} but {in_negative} subject(s) "
+                "are in the negative branch" + ("" if self.negative_references else " (negative_references=False)")
+                + "; name only subjects that exist there."
             )
         named = placeholders_in(self.prompt)
         if not named:

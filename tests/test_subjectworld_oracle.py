@@ -223,7 +223,29 @@ def test_true_cfg_row_guides_against_the_empty_prompt():
                               negative_prompt="", true_cfg_scale=3.0).images[0])
     assert np.array_equal(image(3.0), by_hand)
     assert not np.array_equal(image(3.0), image(1.0))
+    dropped = pipe(sample.prompt, sample.subjects(), height=128, width=128, num_inference_steps=2, seed=0,
+                   negative_prompt="", true_cfg_scale=3.0, negative_references=False).images[0]
+    assert np.array_equal(image(3.0, negative_references=False), np.asarray(dropped))
+    assert not np.array_equal(np.asarray(dropped), by_hand)  # the negative branch lost its references
     assert not np.array_equal(image(3.0, no_references=True), image(1.0, no_references=True))
+
+
+def test_negative_branch_without_references():
+    import pytest
+
+    from smg_sdk import Request
+    from smg_sdk.errors import RequestError
+
+    sample = SubjectWorld("heldout", subjects=(2,))[0]
+    subjects = sample.subjects()
+    kept = Request(sample.prompt, subjects, negative_prompt="", true_cfg_scale=3.0)
+    dropped = Request(sample.prompt, subjects, negative_prompt="", true_cfg_scale=3.0, negative_references=False)
+    assert len(kept.negative().subjects) == 2 and dropped.negative().subjects == []
+    assert len(dropped.subjects) == 2  # the positive branch keeps them
+    with pytest.raises(RequestError, match="negative_references"):
+        Request(sample.prompt, subjects, negative_prompt="<1> blurry", negative_references=False)
+    with pytest.raises(RequestError, match="negative_references"):
+        Request(sample.prompt, subjects, negative_references="no")
 
 
 def test_pipeline_defaults_can_turn_true_cfg_on_and_a_call_can_turn_it_off():

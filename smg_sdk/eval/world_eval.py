@@ -52,7 +52,11 @@ class WorldEvalConfig:
     options: dict[str, Any] = field(default_factory=dict)
     true_cfg_scale: float = 1.0
     """> 1: true classifier-free guidance against the empty prompt (``negative_prompt=""``; the
-    references, if any, stay in both branches), so each step runs the transformer twice."""
+    references, if any, stay in both branches unless ``negative_references`` is False), so each
+    step runs the transformer twice."""
+    negative_references: bool = True
+    """With ``true_cfg_scale`` > 1: False drops the references from the negative branch, so the
+    guidance also pushes toward them (:class:`~smg_sdk.types.Request`)."""
     candidates: int = 1
     """> 1: test-time scaling: each request draws this many candidates (``num_candidates``) and
     the image scored is the one the preset's verifier ranks first."""
@@ -126,7 +130,8 @@ def _generator(config: WorldEvalConfig, pipe=None) -> Callable[[WorldSample, int
             prompt, subjects = (sample.described_caption if config.describe else sample.caption), []
         else:
             prompt, subjects = sample.prompt, sample.subjects()
-        guidance = {"negative_prompt": "", "true_cfg_scale": config.true_cfg_scale} if config.true_cfg_scale > 1 else {}
+        guidance = {"negative_prompt": "", "true_cfg_scale": config.true_cfg_scale,
+                    "negative_references": config.negative_references} if config.true_cfg_scale > 1 else {}
         out = pipe(prompt, subjects, height=config.side, width=config.side, num_inference_steps=config.steps,
                    seed=config.seed * 1_000_003 + i, num_candidates=config.candidates, **guidance)
         return out.images[0]
@@ -180,7 +185,8 @@ def evaluate(config: WorldEvalConfig, progress: bool = True, examples_per_count:
     bar.close()
     payload = {"preset": config.preset, "samples": config.samples, "seed": config.seed, "steps": config.steps,
                "no_references": config.no_references, "describe": config.describe, "side": config.side,
-               "true_cfg_scale": config.true_cfg_scale, "candidates": config.candidates, "results": results,
+               "true_cfg_scale": config.true_cfg_scale, "negative_references": config.negative_references,
+               "candidates": config.candidates, "results": results,
                "seconds_per_request": seconds}
     return WorldEvalResult(payload, examples)
 
@@ -206,6 +212,7 @@ def format_table(payload: dict[str, Any]) -> str:
     title = payload["preset"] + (" --no-references" if payload.get("no_references") else "") + (
         " --describe" if payload.get("describe") else "") + (
         f" --true-cfg {payload['true_cfg_scale']:g}" if payload.get("true_cfg_scale", 1) > 1 else "") + (
+        " --negative-without-references" if payload.get("negative_references") is False else "") + (
         f", {payload['candidates']} candidates" if payload.get("candidates", 1) > 1 else "")
     metrics = list(next(iter(payload["results"].values())))
     header = ["k"] + [m + (" (lower)" if m in LOWER_IS_BETTER else "") for m in metrics]
