@@ -1,14 +1,18 @@
 """Per-attribute reading of the tiny preset's one-subject outputs (what the oracle sees, before matching).
 
     python benchmarks/subjectworld_attributes.py [--flux RUN/flux --adapter RUN/adapter/pytorch_lora_weights.safetensors]
-                                                 [--true-cfg S] [--samples 32]
+                                                 [--true-cfg S] [--negative-references keep|drop] [--samples 32]
 
 Held-out one-subject requests (seed 0, the preset's default steps, the seeds `smg eval
 subjectworld` uses). For the largest subject the oracle reads in each output: is anything
 detected, is its shape the requested class, is its body colour the reference's or the class's
-typical colour, is its pattern the reference's; and is the background the asked one. Chance is
+typical colour, is its pattern the reference's, is it the class's typical identity (``prior``);
+and is the background the asked one. ``--no-references`` prompts with the caption alone
+(``--describe``: naming the identity in full), so "reference" means the requested identity. Chance is
 1/8 for shape, 1/11 for body colour, 1/4 for pattern. ``--flux``/``--adapter`` read a training
-run's files instead of the shipped preset; ``--true-cfg S`` guides against the empty prompt.
+run's files instead of the shipped preset; ``--true-cfg S`` guides against the empty prompt
+(1: no guidance; default: the pipeline's own setting), ``--negative-references drop`` drops the
+references from the negative branch.
 """
 
 import argparse
@@ -39,21 +43,28 @@ def main() -> None:
     parser.add_argument("--flux", default=None, help="a FLUX folder (a run's OUT/flux); default: the shipped preset")
     parser.add_argument("--adapter", default=None, help="with --flux: the subject LoRA file")
     parser.add_argument("--true-cfg", type=float, default=None, help="true CFG scale against the empty prompt")
-    parser.add_argument("--negative-without-references", action="store_true",
-                        help="with --true-cfg: the negative branch drops the references")
+    parser.add_argument("--negative-references", choices=("keep", "drop"), default=None,
+                        help="true CFG's negative branch keeps or drops the references")
+    parser.add_argument("--no-references", action="store_true", help="text only: the caption, no references")
+    parser.add_argument("--describe", action="store_true", help="with --no-references: the caption names each identity")
     parser.add_argument("--samples", type=int, default=32)
     args = parser.parse_args()
     torch.set_num_threads(1)
     pipe = pipeline(args.flux, args.adapter)
     pipe.set_progress_bar_config(disable=True)
-    guidance = {} if args.true_cfg is None else {"negative_prompt": "", "true_cfg_scale": args.true_cfg,
-                                                    "negative_references": not args.negative_without_references}
+    guidance = {} if args.true_cfg is None else {"negative_prompt": "", "true_cfg_scale": args.true_cfg}
+    if args.negative_references is not None:
+        guidance["negative_references"] = args.negative_references == "keep"
     oracle, world = Oracle(), SubjectWorld("heldout", "reference", 0, subjects=(1,), side=128)
-    stats = {k: [] for k in ("detected", "shape", "body_ref", "body_typical", "pattern_ref", "background")}
+    stats = {k: [] for k in ("detected", "shape", "body_ref", "body_typical", "pattern_ref", "background", "prior")}
     for i in range(args.samples):
         sample = world[i]
         ident = sample.identities[0]
-        reading = oracle.read(pipe(sample.prompt, sample.subjects(), seed=i, **guidance).images[0])
+        if args.no_references:
+            prompt, subjects = (sample.described_caption if args.describe else sample.caption), []
+        else:
+            prompt, subjects = sample.prompt, sample.subjects()
+        reading = oracle.read(pipe(prompt, subjects, seed=i, **guidance).images[0])
         drawn = reading.subjects[0] if reading.subjects else None
         stats["background"].append(reading.background == sample.scene.background)
         stats["detected"].append(drawn is not None)
@@ -61,6 +72,7 @@ def main() -> None:
         stats["body_ref"].append(drawn is not None and drawn.body == ident.body)
         stats["body_typical"].append(drawn is not None and drawn.body == typical_identity(ident.shape).body)
         stats["pattern_ref"].append(drawn is not None and drawn.pattern == ident.pattern)
+        stats["prior"].append(drawn is not None and drawn.identity() == typical_identity(ident.shape))
     print({k: round(float(np.mean(v)), 3) for k, v in stats.items()})
 
 

@@ -54,12 +54,14 @@ def main() -> int:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(len(args.runs), 2, figsize=(11, 3.2 * len(args.runs)), squeeze=False)
+    for ax in axes.flat:  # up to 20 distinct colours: evaluation lines may carry a dozen scores
+        ax.set_prop_cycle(color=plt.cm.tab20.colors)
     for row, run in zip(axes, args.runs):
         title, losses, scores = _panels(run)
         for name, (x, y) in losses.items():
             row[0].plot(x, y, label=name)
         for name, (x, y) in scores.items():
-            row[1].plot(x, y, marker="o", label=name)
+            row[1].plot(x, y, marker="o", label=name, linestyle="--" if name.startswith("cfg_") else "-")
         row[0].set_title(f"{title}: training loss"), row[1].set_title(f"{title}: held-out scores")
         for ax in row:
             ax.set_xlabel("step"), ax.legend(fontsize=8), ax.grid(alpha=0.3)

@@ -56,7 +56,8 @@ def cmd_eval_subjectworld(args: argparse.Namespace) -> int:
         args.preset, check_counts(args.subjects),
         args.samples if args.samples is not None else QUICK_SAMPLES if args.quick else 32,
         args.seed, args.steps, args.no_references, describe=args.describe, options=_preset_options(args.option),
-        true_cfg_scale=args.true_cfg, negative_references=not args.negative_without_references,
+        true_cfg_scale=args.true_cfg,
+        negative_references=None if args.negative_references is None else args.negative_references == "keep",
     )
     check_writable(args.out, "subjectworld-eval")
     if config.preset not in BASELINES:
@@ -98,10 +99,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-references", action="store_true", help="drop the references (the text-only row)")
     p.add_argument("--describe", action="store_true",
                    help="with --no-references: the prompt names each identity in full (colours, pattern)")
-    p.add_argument("--true-cfg", type=float, default=1.0, metavar="S",
-                   help="true classifier-free guidance scale against the empty prompt (default 1: none)")
-    p.add_argument("--negative-without-references", action="store_true",
-                   help="with --true-cfg: the negative branch drops the references (guidance toward them too)")
+    p.add_argument("--true-cfg", type=float, default=None, metavar="S",
+                   help="true classifier-free guidance scale against the empty prompt (1: none; default: the preset's)")
+    p.add_argument("--negative-references", choices=("keep", "drop"), default=None,
+                   help="true CFG's negative branch keeps or drops the references (default: the preset's)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a preset option (repeatable)")
     p.add_argument("--out", default=None, help="folder for results.json and contact_sheet.png")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -38,7 +38,7 @@ LIST_KINDS = {"encoders": "encoder", "aggregators": "aggregator", "rules": "rule
 SINGLE_KINDS = {"schedule": "schedule", "planner": "planner", "verifier": "verifier"}
 REMOTE_CODE_KEY = "trust_remote_code"
 DEFAULT_KEYS = ("height", "width", "num_inference_steps", "guidance_scale", "num_images_per_prompt",
-                "negative_prompt", "true_cfg_scale", "seed")
+                "negative_prompt", "true_cfg_scale", "negative_references", "seed")
 DTYPES = ("torch.float32", "torch.float16", "torch.bfloat16", "torch.float64", "torch.int64", "torch.int32",
           "torch.bool", "torch.uint8", "torch.int8", "torch.int16", "F8_E4M3", "F8_E5M2")
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
@@ -216,10 +216,13 @@ def _defaults(value: Any) -> None:
     defaults = _object(value, "defaults", (), DEFAULT_KEYS)
     for key, item in defaults.items():
         if key == "negative_prompt":
-            if item is not None:
+            if item is not None and item != "":  # "" is the usual negative prompt of true CFG (as in diffusers)
                 _string(item, "defaults.negative_prompt", max_len=100_000)
         elif key in ("guidance_scale", "true_cfg_scale"):
             _number(item, f"defaults.{key}")
+        elif key == "negative_references":
+            if not isinstance(item, bool):
+                raise _fail("defaults.negative_references", "must be true or false")
         elif not (key == "seed" and item is None):
             _int(item, f"defaults.{key}", -(2**63) if key == "seed" else 1, 2**64 - 1 if key == "seed" else 16384)
 

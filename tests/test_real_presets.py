@@ -23,7 +23,8 @@ def test_reference_lora_preset_matches_the_tiny_preset_and_offloads():
 
     if tiny_subject_lora_path() is None:
         pytest.skip("this install ships no tiny subject LoRA")
-    tiny = _image(SubjectPipeline.from_preset("tiny", reference_mode="concat", position="kontext"))
+    tiny = _image(SubjectPipeline.from_preset("tiny", reference_mode="concat", position="kontext"),
+                  true_cfg_scale=1.0)  # the tiny preset's default true CFG off: omini has none
     pipe = SubjectPipeline.from_preset("omini", path=str(tiny_flux_path()), lora_path=str(tiny_subject_lora_path()),
                                        dtype="fp32", position="kontext", max_sequence_length=48,
                                        device="cpu", offload="model")

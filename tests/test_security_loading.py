@@ -259,6 +259,7 @@ CORRUPTIONS: dict[str, Callable] = {
     "defaults_steps_negative": _manifest_edit(_set(["defaults", "num_inference_steps"], -4)),
     "defaults_unknown_key": _manifest_edit(_set(["defaults", "rm_rf"], True)),
     "defaults_string": _manifest_edit(_set(["defaults", "width"], "64")),
+    "defaults_negative_references_string": _manifest_edit(_set(["defaults", "negative_references"], "no")),
     # remote code and imports named by the manifest
     "trust_remote_code_in_config": _manifest_edit(_set(["encoders", 0, "config", "trust_remote_code"], True)),
     # paths leading out of the folder

@@ -88,7 +88,10 @@ def mutate_text(original: dict[str, Any], data: st.DataObject) -> str:
         raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
         return raw.decode("utf-8", errors="replace")
     manifest = json.loads(json.dumps(original))
-    path = data.draw(st.sampled_from(_paths(manifest)))
+    paths = _paths(manifest)
+    tensors = [p for p in paths if p[:1] == ("backend_tensors",)]  # thousands of entries: drawn half the time,
+    others = [p for p in paths if p[:1] != ("backend_tensors",)]  # so the settings and components are reached too
+    path = data.draw(st.sampled_from(tensors if data.draw(st.booleans()) else others))
     if op == "add":
         target = _get(manifest, path)
         if isinstance(target, dict):

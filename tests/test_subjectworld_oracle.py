@@ -220,13 +220,15 @@ def test_true_cfg_row_guides_against_the_empty_prompt():
             sample, 0))
 
     by_hand = np.asarray(pipe(sample.prompt, sample.subjects(), height=128, width=128, num_inference_steps=2, seed=0,
-                              negative_prompt="", true_cfg_scale=3.0).images[0])
-    assert np.array_equal(image(3.0), by_hand)
-    assert not np.array_equal(image(3.0), image(1.0))
+                              negative_prompt="", true_cfg_scale=5.0, negative_references=True).images[0])
+    assert np.array_equal(image(5.0, negative_references=True), by_hand)
+    assert not np.array_equal(image(5.0, negative_references=True), image(1.0))
     dropped = pipe(sample.prompt, sample.subjects(), height=128, width=128, num_inference_steps=2, seed=0,
-                   negative_prompt="", true_cfg_scale=3.0, negative_references=False).images[0]
-    assert np.array_equal(image(3.0, negative_references=False), np.asarray(dropped))
+                   negative_prompt="", true_cfg_scale=5.0, negative_references=False).images[0]
+    assert np.array_equal(image(5.0, negative_references=False), np.asarray(dropped))
     assert not np.array_equal(np.asarray(dropped), by_hand)  # the negative branch lost its references
+    preset = pipe(sample.prompt, sample.subjects(), height=128, width=128, num_inference_steps=2, seed=0).images[0]
+    assert np.array_equal(image(None), np.asarray(preset))  # None: the preset's own guidance
     assert not np.array_equal(image(3.0, no_references=True), image(1.0, no_references=True))
 
 
@@ -250,10 +252,12 @@ def test_negative_branch_without_references():
 
 def test_pipeline_defaults_can_turn_true_cfg_on_and_a_call_can_turn_it_off():
     from smg_sdk import SubjectPipeline
+    from smg_sdk.presets.tiny import TINY_GUIDANCE
 
-    tiny = SubjectPipeline.from_preset("tiny")
-    guided = SubjectPipeline(tiny.backend, tiny.encoders, defaults={**tiny.defaults, "negative_prompt": "",
-                                                                     "true_cfg_scale": 3.0})
+    guided = SubjectPipeline.from_preset("tiny")
+    assert {k: guided.defaults[k] for k in TINY_GUIDANCE} == TINY_GUIDANCE
+    tiny = SubjectPipeline(guided.backend, guided.encoders,
+                           defaults={k: v for k, v in guided.defaults.items() if k not in TINY_GUIDANCE})
     sample = SubjectWorld("heldout", subjects=(1,))[0]
 
     def image(pipe, **kwargs):
@@ -261,6 +265,7 @@ def test_pipeline_defaults_can_turn_true_cfg_on_and_a_call_can_turn_it_off():
 
     assert np.array_equal(image(guided), image(tiny, negative_prompt="", true_cfg_scale=3.0))
     assert np.array_equal(image(guided, true_cfg_scale=1.0), image(tiny))
+    assert not np.array_equal(image(guided), image(tiny))
 
 
 def test_scene_judge_verifier_uses_the_registered_subjectworld_judge():

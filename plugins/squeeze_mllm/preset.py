@@ -91,14 +91,16 @@ def weight_files(folder: str | Path, aggregator: str) -> tuple[Path, Path]:
 
 def tiny_backend(flux: str | None = None) -> tuple[FluxBackend, dict[str, Any]]:
     """The tiny FLUX backend and its defaults: the embedded ``tiny`` preset's, or a FLUX folder
-    ``flux`` (e.g. a ``smg train subjectworld --recipe base`` run's ``OUT/flux``) at the same settings."""
+    ``flux`` (e.g. a ``smg train subjectworld --recipe base`` run's ``OUT/flux``) at the same settings.
+
+    The defaults are ``TINY_DEFAULTS`` without the ``tiny`` preset's true CFG: Squeeze's MLLM
+    conditioning was never trained with an empty prompt, so guidance against one means nothing."""
     from smg_sdk import TINY_DEFAULTS
 
+    defaults = {k: v for k, v in TINY_DEFAULTS.items() if k != "max_sequence_length"}
     if flux is None:
-        base = SubjectPipeline.from_preset("tiny")
-        return base.backend, base.defaults
-    backend = FluxBackend.from_pretrained(flux, max_sequence_length=TINY_DEFAULTS["max_sequence_length"])
-    return backend, {k: v for k, v in TINY_DEFAULTS.items() if k != "max_sequence_length"}
+        return SubjectPipeline.from_preset("tiny").backend, defaults
+    return FluxBackend.from_pretrained(flux, max_sequence_length=TINY_DEFAULTS["max_sequence_length"]), defaults
 
 
 def squeeze_tiny(reference_mode: str = "cached", position: str = "omini", aggregator: str = "dla",

@@ -50,13 +50,13 @@ class WorldEvalConfig:
     stripes"), not only its class: what the model can draw from words alone."""
     side: int = 128
     options: dict[str, Any] = field(default_factory=dict)
-    true_cfg_scale: float = 1.0
-    """> 1: true classifier-free guidance against the empty prompt (``negative_prompt=""``; the
-    references, if any, stay in both branches unless ``negative_references`` is False), so each
-    step runs the transformer twice."""
-    negative_references: bool = True
-    """With ``true_cfg_scale`` > 1: False drops the references from the negative branch, so the
-    guidance also pushes toward them (:class:`~smg_sdk.types.Request`)."""
+    true_cfg_scale: float | None = None
+    """None: the preset's own setting. > 1: true classifier-free guidance against the empty
+    prompt (``negative_prompt=""``), so each step runs the transformer twice; 1: none."""
+    negative_references: bool | None = None
+    """With true CFG: whether the negative branch keeps the references (True) or drops them
+    (False: the guidance also pushes toward them; :class:`~smg_sdk.types.Request`); None: the
+    preset's own setting (else True)."""
     candidates: int = 1
     """> 1: test-time scaling: each request draws this many candidates (``num_candidates``) and
     the image scored is the one the preset's verifier ranks first."""
@@ -70,15 +70,18 @@ class WorldEvalConfig:
         self.subjects = counts
         if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
             raise RequestError(f"steps must be a whole number >= 1, got {self.steps!r}.")
-        if isinstance(self.true_cfg_scale, bool) or not isinstance(self.true_cfg_scale, (int, float)) or not (
-                1 <= self.true_cfg_scale <= 100):
-            raise RequestError(f"true_cfg_scale must be a number in [1, 100] (1: no guidance), got {self.true_cfg_scale!r}.")
+        scale = self.true_cfg_scale
+        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 1 <= scale <= 100):
+            raise RequestError(f"true_cfg_scale must be a number in [1, 100] (1: no guidance), got {scale!r}.")
+        if self.negative_references not in (None, True, False):
+            raise RequestError(f"negative_references must be True, False or None, got {self.negative_references!r}.")
         if isinstance(self.candidates, bool) or not isinstance(self.candidates, int) or self.candidates < 1:
             raise RequestError(f"candidates must be a whole number >= 1, got {self.candidates!r}.")
         if self.candidates > 1 and self.preset in BASELINES:
             raise RequestError(f"candidates apply to a model preset, not to the {self.preset!r} baseline.")
-        if self.true_cfg_scale > 1 and self.preset in BASELINES:
-            raise RequestError(f"--true-cfg applies to a model preset, not to the {self.preset!r} baseline.")
+        if (scale is not None or self.negative_references is not None) and self.preset in BASELINES:
+            raise RequestError(f"--true-cfg and --negative-references apply to a model preset, not to the "
+                               f"{self.preset!r} baseline.")
         if self.no_references and self.preset in BASELINES:
             raise RequestError(f"--no-references applies to a model preset, not to the {self.preset!r} baseline.")
         if self.describe and not self.no_references:
@@ -130,13 +133,24 @@ def _generator(config: WorldEvalConfig, pipe=None) -> Callable[[WorldSample, int
             prompt, subjects = (sample.described_caption if config.describe else sample.caption), []
         else:
             prompt, subjects = sample.prompt, sample.subjects()
-        guidance = {"negative_prompt": "", "true_cfg_scale": config.true_cfg_scale,
-                    "negative_references": config.negative_references} if config.true_cfg_scale > 1 else {}
+        guidance = _guidance(config)
         out = pipe(prompt, subjects, height=config.side, width=config.side, num_inference_steps=config.steps,
                    seed=config.seed * 1_000_003 + i, num_candidates=config.candidates, **guidance)
         return out.images[0]
 
     return generate
+
+
+def _guidance(config: WorldEvalConfig) -> dict[str, Any]:
+    """The pipeline call's true-CFG keywords: only those the configuration sets (else the preset's)."""
+    out: dict[str, Any] = {}
+    if config.true_cfg_scale is not None:
+        out["true_cfg_scale"] = config.true_cfg_scale
+        if config.true_cfg_scale > 1:
+            out["negative_prompt"] = ""
+    if config.negative_references is not None:
+        out["negative_references"] = config.negative_references
+    return out
 
 
 @dataclass
@@ -211,8 +225,9 @@ def format_table(payload: dict[str, Any]) -> str:
     """The results as a text table: one row per subject count, ``mean [lo, hi]`` per metric."""
     title = payload["preset"] + (" --no-references" if payload.get("no_references") else "") + (
         " --describe" if payload.get("describe") else "") + (
-        f" --true-cfg {payload['true_cfg_scale']:g}" if payload.get("true_cfg_scale", 1) > 1 else "") + (
-        " --negative-without-references" if payload.get("negative_references") is False else "") + (
+        f" --true-cfg {payload['true_cfg_scale']:g}" if payload.get("true_cfg_scale") is not None else "") + (
+        f" --negative-references {'keep' if payload['negative_references'] else 'drop'}"
+        if payload.get("negative_references") is not None else "") + (
         f", {payload['candidates']} candidates" if payload.get("candidates", 1) > 1 else "")
     metrics = list(next(iter(payload["results"].values())))
     header = ["k"] + [m + (" (lower)" if m in LOWER_IS_BETTER else "") for m in metrics]
