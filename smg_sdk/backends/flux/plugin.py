@@ -62,9 +62,11 @@ def tiny_preset(reference_mode: str = "concat", position: str = "kontext",
     of the tokens, positions scaled to the target grid.
 
     When the package ships a trained subject adapter (``presets/tiny/subject_lora/``), it is
-    loaded as the stream LoRA ``subject`` and routed to the reference tokens only.
+    loaded as the stream LoRA ``subject`` and routed to the reference tokens only. Its defaults
+    add :data:`~smg_sdk.presets.tiny.TINY_GUIDANCE` (true CFG 3 against the empty prompt, the
+    negative without references); pass ``true_cfg_scale=1`` to a call to sample without it.
     """
-    from ...presets.tiny import SUBJECT_ADAPTER, TINY_DEFAULTS, tiny_flux_path, tiny_subject_lora_path
+    from ...presets.tiny import SUBJECT_ADAPTER, TINY_DEFAULTS, TINY_GUIDANCE, tiny_flux_path, tiny_subject_lora_path
     from .backend import FluxBackend
 
     backend = FluxBackend.from_pretrained(tiny_flux_path(), max_sequence_length=TINY_DEFAULTS["max_sequence_length"])
@@ -72,8 +74,10 @@ def tiny_preset(reference_mode: str = "concat", position: str = "kontext",
     lora = tiny_subject_lora_path()
     if lora is not None:
         backend.load_stream_adapter(SUBJECT_ADAPTER, lora)
-    return tiny_pipeline(backend, reference_mode, position, SUBJECT_ADAPTER if lora is not None else None,
+    pipe = tiny_pipeline(backend, reference_mode, position, SUBJECT_ADAPTER if lora is not None else None,
                          reference_scale)
+    pipe.defaults.update(TINY_GUIDANCE)
+    return pipe
 
 
 def register(registry: "Registry") -> None:
