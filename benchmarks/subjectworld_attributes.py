@@ -24,6 +24,7 @@ from smg_sdk import SubjectPipeline
 from smg_sdk.data.subjectworld import SubjectWorld
 from smg_sdk.data.subjectworld.identities import typical_identity
 from smg_sdk.eval.oracle import Oracle
+from smg_sdk.eval.world_eval import WorldEvalConfig, _generator
 
 
 def pipeline(flux: str | None, adapter: str | None) -> SubjectPipeline:
@@ -52,19 +53,17 @@ def main() -> None:
     torch.set_num_threads(1)
     pipe = pipeline(args.flux, args.adapter)
     pipe.set_progress_bar_config(disable=True)
-    guidance = {} if args.true_cfg is None else {"negative_prompt": "", "true_cfg_scale": args.true_cfg}
-    if args.negative_references is not None:
-        guidance["negative_references"] = args.negative_references == "keep"
-    oracle, world = Oracle(), SubjectWorld("heldout", "reference", 0, subjects=(1,), side=128)
+    config = WorldEvalConfig("attributes", (1,), args.samples, seed=0, no_references=args.no_references,
+                             describe=args.describe, true_cfg_scale=args.true_cfg,
+                             negative_references=None if args.negative_references is None
+                             else args.negative_references == "keep")
+    generate = _generator(config, pipe)  # the prompts, seeds and guidance of `smg eval subjectworld`
+    oracle, world = Oracle(), SubjectWorld("heldout", "reference", config.seed, subjects=(1,), side=config.side)
     stats = {k: [] for k in ("detected", "shape", "body_ref", "body_typical", "pattern_ref", "background", "prior")}
     for i in range(args.samples):
         sample = world[i]
         ident = sample.identities[0]
-        if args.no_references:
-            prompt, subjects = (sample.described_caption if args.describe else sample.caption), []
-        else:
-            prompt, subjects = sample.prompt, sample.subjects()
-        reading = oracle.read(pipe(prompt, subjects, seed=i, **guidance).images[0])
+        reading = oracle.read(generate(sample, i))
         drawn = reading.subjects[0] if reading.subjects else None
         stats["background"].append(reading.background == sample.scene.background)
         stats["detected"].append(drawn is not None)

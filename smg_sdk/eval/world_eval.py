@@ -127,13 +127,13 @@ def _generator(config: WorldEvalConfig, pipe=None) -> Callable[[WorldSample, int
 
         pipe = SubjectPipeline.from_preset(config.preset, **config.options)
     pipe.set_progress_bar_config(disable=True)
+    guidance = _guidance(config)
 
     def generate(sample: WorldSample, i: int) -> Image.Image:
         if config.no_references:
             prompt, subjects = (sample.described_caption if config.describe else sample.caption), []
         else:
             prompt, subjects = sample.prompt, sample.subjects()
-        guidance = _guidance(config)
         out = pipe(prompt, subjects, height=config.side, width=config.side, num_inference_steps=config.steps,
                    seed=config.seed * 1_000_003 + i, num_candidates=config.candidates, **guidance)
         return out.images[0]
@@ -223,12 +223,14 @@ def heldout_scores(pipeline, subjects: Sequence[int] = (1, 2), samples: int = 8,
 
 def format_table(payload: dict[str, Any]) -> str:
     """The results as a text table: one row per subject count, ``mean [lo, hi]`` per metric."""
-    title = payload["preset"] + (" --no-references" if payload.get("no_references") else "") + (
-        " --describe" if payload.get("describe") else "") + (
-        f" --true-cfg {payload['true_cfg_scale']:g}" if payload.get("true_cfg_scale") is not None else "") + (
-        f" --negative-references {'keep' if payload['negative_references'] else 'drop'}"
-        if payload.get("negative_references") is not None else "") + (
-        f", {payload['candidates']} candidates" if payload.get("candidates", 1) > 1 else "")
+    flags = [payload["preset"]]
+    flags += ["--no-references"] if payload.get("no_references") else []
+    flags += ["--describe"] if payload.get("describe") else []
+    if payload.get("true_cfg_scale") is not None:
+        flags.append(f"--true-cfg {payload['true_cfg_scale']:g}")
+    if payload.get("negative_references") is not None:
+        flags.append(f"--negative-references {'keep' if payload['negative_references'] else 'drop'}")
+    title = " ".join(flags) + (f", {payload['candidates']} candidates" if payload.get("candidates", 1) > 1 else "")
     metrics = list(next(iter(payload["results"].values())))
     header = ["k"] + [m + (" (lower)" if m in LOWER_IS_BETTER else "") for m in metrics]
     rows = [[k] + [f"{v[m]['mean']:.3f} [{v[m]['ci95'][0]:.2f},{v[m]['ci95'][1]:.2f}]" for m in metrics]

@@ -59,19 +59,20 @@ def _world_eval(pipe, options: RecipeOptions, counts: tuple[int, ...], text_only
     A base trained with ``describe`` also reports ``described_identity``: identity accuracy when
     the text names each held-out identity in full (what the base can draw from words). A base
     trained with ``caption_dropout`` also reports its scores with true CFG at
-    :data:`EVAL_TRUE_CFG` against the empty prompt, prefixed ``cfg_``."""
+    :data:`EVAL_TRUE_CFG` against the empty prompt (the negative keeps the references), prefixed ``cfg_``."""
     from ...eval.world_eval import heldout_scores
 
-    def means(describe: bool, true_cfg_scale: float = 1.0) -> dict:
-        return heldout_scores(pipe, counts, options.eval_samples, seed=1, steps=_eval_steps(), no_references=text_only,
-                              describe=describe, true_cfg_scale=true_cfg_scale)
-
     names = ["identity", "instruction", "omission", "copy_paste"] + (["prior"] if text_only else [])
-    line = {name: value for name, value in means(False).items() if name in names}
+
+    def means(describe: bool, true_cfg_scale: float = 1.0) -> dict:
+        return heldout_scores(pipe, counts, options.eval_samples, seed=1, steps=_eval_steps(), metrics=names,
+                              no_references=text_only, describe=describe, true_cfg_scale=true_cfg_scale)
+
+    line = means(False)
     if text_only and options.describe:
         line["described_identity"] = means(True)["identity"]
     if options.caption_dropout:
-        line.update({f"cfg_{k}": v for k, v in means(False, EVAL_TRUE_CFG).items() if k in names})
+        line.update({f"cfg_{k}": v for k, v in means(False, EVAL_TRUE_CFG).items()})
         if options.describe:
             line["cfg_described_identity"] = means(True, EVAL_TRUE_CFG)["identity"]
     return line
