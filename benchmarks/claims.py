@@ -79,6 +79,7 @@ def _scaling(n: int) -> Row:
 
 ROWS: tuple[Row, ...] = (
     Row("ground-truth", "calibration", "ground truth (the target renders)", "ground-truth"),
+    Row("vae-round-trip", "calibration", "ground truth through the tiny VAE (encoded, decoded)", "vae-round-trip"),
     Row("copy-paste", "calibration", "copy-paste (references pasted as they are)", "copy-paste"),
     Row("tiny:text-only", "calibration", "text-only (`tiny`, no references)", "tiny", no_references=True),
     Row("tiny", "reference LoRA", "reference LoRA (the `tiny` preset)", "tiny"),
@@ -143,6 +144,8 @@ def weights_of(row: Row) -> tuple[str, str]:
     """
     if row.preset in ("ground-truth", "copy-paste"):
         return NO_WEIGHTS, "no model"
+    if row.preset == "vae-round-trip":
+        return NO_WEIGHTS, "the `tiny` preset's trained VAE only: the ceiling of any model drawing through it"
     if row.preset == "squeeze-tiny":
         return _squeeze_weights(row.options.get("aggregator", "dla"))
     if row.preset == "music-tiny":

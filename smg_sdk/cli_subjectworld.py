@@ -90,7 +90,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         dest="benchmark", metavar="BENCHMARK", required=True)
     p = evaluate.add_parser("subjectworld", help="held-out SubjectWorld requests scored by the oracle")
     p.add_argument("--preset", required=True,
-                   help="registered preset, or a baseline: ground-truth, copy-paste")
+                   help="registered preset, or a baseline: ground-truth, vae-round-trip, copy-paste")
     p.add_argument("--subjects", default="1,2,3,4", help="subject counts (default: 1,2,3,4)")
     p.add_argument("--samples", type=int, default=None, help="requests per subject count (default 32; 8 with --quick)")
     p.add_argument("--seed", type=int, default=0)

@@ -278,3 +278,23 @@ def test_scene_judge_verifier_uses_the_registered_subjectworld_judge():
     request = Request(sample.prompt, sample.subjects(), height=128, width=128)
     good, bad = verifier.score([sample.target, _copy_paste_image(sample)], request)
     assert good == 5.0 and bad < good
+
+
+def test_vae_round_trip_row_is_the_shipped_vaes_ceiling():
+    """The targets through the tiny preset's VAE: close to them (trained VAE, not random) but not equal,
+    and the oracle still reads most one-subject identities (these 8: all; 32 requests: 0.91)."""
+    from smg_sdk import SubjectPipeline
+    from smg_sdk.data.subjectworld import SubjectWorld
+    from smg_sdk.eval.world_eval import WorldEvalConfig, _generator, evaluate
+
+    config = WorldEvalConfig("vae-round-trip", (1,), 8)
+    sample = SubjectWorld(split="heldout", kind="reference", seed=0, subjects=(1,))[0]
+    image = np.asarray(_generator(config)(sample, 0), dtype=np.float64)
+    target = np.asarray(sample.target, dtype=np.float64)
+    psnr = 10 * np.log10(255**2 / np.mean((image - target) ** 2))
+    assert 22 < psnr < 60, psnr
+    backend = SubjectPipeline.from_preset("tiny").backend
+    latents = backend.encode_images([sample.target], 128, 128)[0].tokens
+    assert np.array_equal(np.asarray(backend.decode(latents, 128, 128)[0]), image.astype(np.uint8))
+    identity = evaluate(config, progress=False).payload["results"]["1"]["identity"]["mean"]
+    assert identity >= 0.75, identity

@@ -1,9 +1,11 @@
 """``smg eval subjectworld``: a preset on held-out SubjectWorld requests, every metric with a 95 % interval.
 
 For each subject count, ``samples`` held-out requests (identities never seen in training) are
-generated with the preset and scored by the oracle against the exact ground truth. Two rows
-need no model: ``ground-truth`` (the target renders: the ceiling) and ``copy-paste`` (the
-references pasted as they are, on the first reference's background). ``no_references``
+generated with the preset and scored by the oracle against the exact ground truth. Three rows
+are baselines, not methods: ``ground-truth`` (the target renders: the ceiling),
+``vae-round-trip`` (the target renders encoded and decoded by the ``tiny`` preset's VAE: the
+ceiling of any model that draws through that VAE) and ``copy-paste`` (the references pasted as
+they are, on the first reference's background). ``no_references``
 drops the references and prompts with class words: the text-only row.
 
 The result has the shape other tools read (``results.json``)::
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -31,8 +34,8 @@ from ..errors import RequestError
 from .oracle import Oracle
 from .world_metrics import LOWER_IS_BETTER, METRICS, SceneTruth, match, score
 
-BASELINES = ("ground-truth", "copy-paste")
-"""Rows that need no model."""
+BASELINES = ("ground-truth", "vae-round-trip", "copy-paste")
+"""Rows that run no generative model (``vae-round-trip`` runs only the ``tiny`` preset's VAE)."""
 
 
 @dataclass
@@ -116,12 +119,28 @@ def _copy_paste_image(sample: WorldSample) -> Image.Image:
     return Image.fromarray(render_scene(pasted)[0])
 
 
+def _vae_round_trip(side: int) -> Callable[[WorldSample, int], Image.Image]:
+    """``(sample, i) ->`` the target render encoded and decoded by the ``tiny`` preset's VAE at ``side``."""
+    from ..pipeline import SubjectPipeline
+
+    backend = SubjectPipeline.from_preset("tiny").backend
+
+    def round_trip(sample: WorldSample, i: int) -> Image.Image:
+        with torch.no_grad():
+            latents = backend.encode_images([sample.target], side, side)[0].tokens
+            return backend.decode(latents, side, side)[0]
+
+    return round_trip
+
+
 def _generator(config: WorldEvalConfig, pipe=None) -> Callable[[WorldSample, int], Image.Image]:
     """A function ``(sample, i) -> image`` for the configured preset or baseline (or ``pipe`` itself)."""
     if config.preset == "ground-truth":
         return lambda sample, i: sample.target
     if config.preset == "copy-paste":
         return lambda sample, i: _copy_paste_image(sample)
+    if config.preset == "vae-round-trip":
+        return _vae_round_trip(config.side)
     if pipe is None:
         from ..pipeline import SubjectPipeline
 
