@@ -168,15 +168,15 @@ def _tiny_weights(text_only: bool) -> str:
 
 
 def _squeeze_weights(aggregator: str) -> tuple[str, str]:
-    from smg_plugins.squeeze_mllm.preset import IDENTITY_ADAPTER, WEIGHTS
+    from smg_plugins.squeeze_mllm.preset import shipped_weights, weight_files
 
-    trained = [what for what, file in (("aggregator", WEIGHTS / f"{aggregator}.safetensors"),
-                                       ("identity LoRA", WEIGHTS / IDENTITY_ADAPTER / "pytorch_lora_weights.safetensors"))
-               if file.is_file()]
+    trained = [what for what, file in zip(("aggregator", "identity LoRA"),
+                                          weight_files(shipped_weights(aggregator), aggregator)) if file.is_file()]
     if not trained:
         return UNTRAINED, ("untrained: seeded initial aggregator, zero identity LoRA, random tiny Qwen2.5-VL, on the "
                        "SubjectWorld-trained tiny FLUX")
-    return TRAINED, f"shipped {' and '.join(trained)} (plugins/squeeze_mllm/weights/), random tiny Qwen2.5-VL"
+    return TRAINED, (f"shipped {' and '.join(trained)} (plugins/squeeze_mllm/weights/{aggregator}/), random tiny "
+                     "Qwen2.5-VL")
 
 
 def _music_weights(row: Row) -> tuple[str, str]:

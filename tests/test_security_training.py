@@ -123,3 +123,19 @@ def test_trainer_config_validates_like_request(tmp_path, field, value):
 def test_trainer_config_accepts_a_path(tmp_path):
     assert TrainerConfig(output_dir=tmp_path).output_dir == str(tmp_path)
     assert json.dumps(TrainerConfig(output_dir=str(tmp_path)).__dict__)
+
+
+def test_the_data_setting_is_part_of_the_run(tiny_path, tmp_path):
+    """``TrainerConfig.data`` says what the samples are: another value is refused on resume; a checkpoint
+    written before runs recorded it resumes with a warning; an empty one is not stored at all."""
+    make_trainer(tiny_path, tmp_path / "old", steps=1).train()
+    state = json.loads((tmp_path / "old" / "checkpoint-1" / "state.json").read_text())
+    assert "data" not in state["config"]
+    with pytest.warns(UserWarning, match="before runs recorded data"):
+        result = make_trainer(tiny_path, tmp_path / "old", steps=2, data={"caption_dropout": 0.2}).train()
+    assert result.last_step == 2
+    make_trainer(tiny_path, tmp_path / "new", steps=1, data={"caption_dropout": 0.2}).train()
+    with pytest.raises(SMGError, match=r"data: checkpoint \{'caption_dropout': 0.2\}, now \{'caption_dropout': 0.0\}"):
+        make_trainer(tiny_path, tmp_path / "new", steps=2, data={"caption_dropout": 0.0}).train()
+    with pytest.raises(SMGError, match="data must be a dict"):
+        TrainerConfig(str(tmp_path / "x"), data=[("caption_dropout", 0.2)])

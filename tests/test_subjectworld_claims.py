@@ -57,9 +57,12 @@ def test_weights_column_comes_from_the_files_present(harness, monkeypatch, tmp_p
     claims, rows = harness.claims, harness.claims.by_key()
     monkeypatch.setattr(squeeze_preset, "WEIGHTS", tmp_path)
     assert claims.weights_of(rows["squeeze:lap"])[0] == claims.UNTRAINED
-    (tmp_path / "lap.safetensors").write_bytes(b"")
+    (tmp_path / "lap.safetensors").write_bytes(b"")  # the flat layout of before: not read
+    assert claims.weights_of(rows["squeeze:lap"])[0] == claims.UNTRAINED
+    (tmp_path / "lap").mkdir()
+    (tmp_path / "lap" / "lap.safetensors").write_bytes(b"")
     assert claims.weights_of(rows["squeeze:lap"])[0] == claims.TRAINED
-    assert claims.weights_of(rows["squeeze:dla"])[0] == claims.UNTRAINED  # another aggregator's file
+    assert claims.weights_of(rows["squeeze:dla"])[0] == claims.UNTRAINED  # another aggregator's folder
     assert claims.weights_of(rows["aligngen"])[0] == claims.UNTRAINED
     assert claims.weights_of(rows["music:trained-planner"])[0] == claims.TRAINED
     assert claims.weights_of(rows["ground-truth"]) == (claims.NO_WEIGHTS, "no model")

@@ -250,3 +250,24 @@ def test_reference_pairs_with_caption_dropout_keep_their_references():
         assert len(dropped[i].subjects) == len(plain[i].subjects) == 1
         assert dropped[i].target.tobytes() == plain[i].target.tobytes()
     assert blank != [i for i in range(40) if SubjectWorldSamples(world, 40, caption_dropout=0.5, seed=4)[i].prompt == ""]
+
+
+def test_reference_lora_resume_checks_what_the_samples_are(tmp_path):
+    """The samples' settings (prompt dropout, subject weight, pool) are part of the run: a resume with
+    another dropout is refused, one with the same settings continues."""
+    import pytest
+
+    from smg_sdk.backends.flux.recipes import run_reference_lora
+    from smg_sdk.errors import ConfigError
+    from smg_sdk.training.recipes import RecipeOptions
+
+    def options(steps: int, dropout: float) -> RecipeOptions:
+        return RecipeOptions(str(tmp_path / "run"), steps=steps, batch_size=1, eval_samples=0, progress=False,
+                             pool_size=2, caption_dropout=dropout)
+
+    run_reference_lora(options(1, 0.5), log=lambda line: None)
+    with pytest.raises(ConfigError, match="caption_dropout"):
+        run_reference_lora(options(2, 0.0), log=lambda line: None)
+    run_reference_lora(options(2, 0.5), log=lambda line: None)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert len(history["losses"]) == 2

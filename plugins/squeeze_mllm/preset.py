@@ -7,8 +7,9 @@ text-side stream; the multi-stage schedule.
 
 ``squeeze-tiny``: the trained weights (aggregator, identity LoRA) are read from the folder of
 the ``weights`` option (a ``smg train subjectworld --recipe squeeze`` run's ``OUT/weights``),
-else from ``weights/`` beside this file when present (none ship yet), otherwise the components
-start from a fixed seed. Training new weights is therefore a data change, not a code change.
+else from ``weights/<aggregator>/`` beside this file (a run's ``OUT/weights`` copied as it is)
+when present; ``trained=False``, or an aggregator with no shipped folder, starts the components
+from a fixed seed. Training new weights is therefore a data change, not a code change.
 
 ``squeeze``: what a user downloads is ``black-forest-labs/FLUX.1-dev`` (diffusers format:
 ``model_index.json``, ``transformer/``, ``vae/``, ``text_encoder/``, ``tokenizer/``,
@@ -82,6 +83,11 @@ def _shipped(path: Path) -> Path | None:
     return path if path.is_file() else None
 
 
+def shipped_weights(aggregator: str) -> Path:
+    """The folder ``squeeze-tiny`` reads ``aggregator``'s shipped weights from: ``weights/<aggregator>/``."""
+    return WEIGHTS / aggregator
+
+
 def weight_files(folder: str | Path, aggregator: str) -> tuple[Path, Path]:
     """The files a Squeeze training run writes into its ``weights`` folder (and ``weights/`` beside
     this module holds): ``<aggregator>.safetensors`` and ``squeeze-identity/pytorch_lora_weights.safetensors``."""
@@ -105,7 +111,8 @@ def tiny_backend(flux: str | None = None) -> tuple[FluxBackend, dict[str, Any]]:
 
 def squeeze_tiny(reference_mode: str = "cached", position: str = "omini", aggregator: str = "dla",
                  layer_stride: int = 3, rank: int = 4, image_size: int = 64,
-                 schedule: str = "multistage", weights: str | None = None, flux: str | None = None) -> SubjectPipeline:
+                 schedule: str = "multistage", weights: str | None = None, flux: str | None = None,
+                 trained: bool = True) -> SubjectPipeline:
     """Squeeze on the embedded tiny FLUX and tiny Qwen2.5-VL: runs in seconds on a CPU.
 
     ``aggregator``: ``dla`` (default), ``lap``, ``last-layer`` or ``fixed-layers``;
@@ -113,16 +120,23 @@ def squeeze_tiny(reference_mode: str = "cached", position: str = "omini", aggreg
     ``weights``: a folder with the trained ``<aggregator>.safetensors`` and identity LoRA
     (``squeeze-identity/pytorch_lora_weights.safetensors``), e.g. the ``OUT/weights`` of
     ``smg train subjectworld --recipe squeeze``; both must be there (else
-    :class:`~smg_sdk.ConditionError`). Without it, the files shipped in ``weights/`` beside this
-    module are used when present, else seeded initial weights. ``flux``: a tiny FLUX folder
-    instead of the embedded one (the base the run trained on).
+    :class:`~smg_sdk.ConditionError`). Without it, the files shipped in ``weights/<aggregator>/``
+    beside this module are used when present, else seeded initial weights. ``trained=False``:
+    the seeded initial weights even where trained ones ship (the random-weight version of the
+    method; not with ``weights``). ``flux``: a tiny FLUX folder instead of the embedded one (the
+    base the run trained on).
     """
+    if not isinstance(trained, bool):
+        raise ConditionError(f"squeeze-tiny trained must be true or false, got {trained!r}.")
+    if not trained and weights is not None:
+        raise ConditionError("squeeze-tiny: trained=False starts from seeded weights, so it takes no weights=DIR; "
+                             "pass one or the other.")
     backend, defaults = tiny_backend(flux)
     mllm_encoder = get_registry().build("encoder", "squeeze-mllm", model="tiny", layer_stride=layer_stride,
                                         image_size=image_size)
-    weights_file, lora_file = weight_files(weights if weights is not None else WEIGHTS, aggregator)
+    weights_file, lora_file = weight_files(weights if weights is not None else shipped_weights(aggregator), aggregator)
     if weights is None:
-        weights_file, lora_file = _shipped(weights_file), _shipped(lora_file)
+        weights_file, lora_file = (_shipped(weights_file), _shipped(lora_file)) if trained else (None, None)
     return build_squeeze(backend, mllm_encoder, aggregator=aggregator, lora_file=lora_file,
                          weights_file=weights_file, rank=rank, reference_mode=reference_mode, position=position,
                          defaults=defaults, schedule=schedule)

@@ -53,10 +53,11 @@ def squeeze_recipe(options: RecipeOptions, log: Callable[[str], None] = print, *
     """
     options.refuse_unused("squeeze", USES)
     plan = training_plan(options, aggregator, stage1_steps)
-    pipe = training_pipeline(options, aggregator)
     world = SubjectWorld("train", "reference", options.seed, subjects=options.subjects or (1, 2))
     data = SubjectWorldSamples(world, options.pool_size or DEFAULTS["pool_size"], options.subject_weight,
                                seed=options.seed)
+    plan.data = data.settings
+    pipe = training_pipeline(options, aggregator)
     _train(pipe, data, plan, options, log)
     return write_weights(pipe, aggregator, Path(options.out) / "weights")
 

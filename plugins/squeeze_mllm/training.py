@@ -10,7 +10,7 @@ on SubjectWorld pairs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -49,6 +49,8 @@ class SqueezeTrainingPlan:
     checkpoint_every: int = 50
     progress: bool = True
     guidance_scale: float = 1.0
+    data: dict = field(default_factory=dict)
+    """What the training samples are (``TrainerConfig.data``: checked on resume)."""
 
     def steps(self, stage: int) -> int:
         return self.stage1_steps if stage == 1 else self.stage2_steps
@@ -60,6 +62,7 @@ class SqueezeTrainingPlan:
             learning_rate=self.stage1_lr if stage == 1 else self.stage2_lr,
             batch_size=self.batch_size, height=self.height, width=self.width, seed=self.seed,
             checkpoint_every=self.checkpoint_every, progress=self.progress, guidance_scale=self.guidance_scale,
+            data=dict(self.data),
         )
 
 

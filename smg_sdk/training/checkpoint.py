@@ -170,6 +170,20 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any], ignore: I
             for k in keys if saved.get(k) != current.get(k)]
 
 
+UNRECORDED_BEFORE = ("data",)
+"""Run settings added after checkpoints existed (the trainer's ``data``): a checkpoint written
+without one resumes with a :class:`CheckpointWarning`, since it cannot say what it was."""
+
+
+def _unrecorded(folder: Path, state: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    missing = [k for k in UNRECORDED_BEFORE if k in config and k not in state.get("config", {})]
+    if missing:
+        warnings.warn(f"{folder.name} was written before runs recorded {', '.join(missing)}, so it cannot be checked "
+                      f"against this run's ({', '.join(f'{k}={config[k]!r}' for k in missing)}); resuming it as the "
+                      "same run.", CheckpointWarning, stacklevel=3)
+    return missing
+
+
 def resume_checkpoint(
     root: Path, config: dict[str, Any], ignore: Iterable[str] = ()
 ) -> tuple[Path, dict[str, torch.Tensor], dict[str, Any], dict[str, Any]] | None:
@@ -189,7 +203,7 @@ def resume_checkpoint(
             problems.append(str(exc))
             warnings.warn(f"Skipping {folder.name}: {exc}", CheckpointWarning, stacklevel=2)
             continue
-        differences = config_differences(state.get("config", {}), config, ignore)
+        differences = config_differences(state.get("config", {}), config, [*ignore, *_unrecorded(folder, state, config)])
         if differences:
             raise ConfigError(
                 f"{folder} was written by a run with other settings, so resuming it would not continue that run: "

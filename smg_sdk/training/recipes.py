@@ -124,6 +124,10 @@ def run_recipe(name: str, options: RecipeOptions, log: Callable[[str], None] = p
     return recipe_factory(name, recipe_options)(options, log, **recipe_options)
 
 
+WORLD_SETTINGS = ("split", "kind", "seed", "subjects", "side", "references", "prior", "describe")
+"""The :class:`~smg_sdk.SubjectWorld` fields that decide its draws, as :attr:`SubjectWorldSamples.settings` records them."""
+
+
 class SubjectWorldSamples(Sequence):
     """A sequence view of a :class:`~smg_sdk.SubjectWorld` as TrainingSamples (rendered on access).
 
@@ -141,6 +145,15 @@ class SubjectWorldSamples(Sequence):
 
     def __len__(self) -> int:
         return self.length
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What these samples are, for a run's resume check (:attr:`~smg_sdk.TrainerConfig.data`):
+        the world's draw settings, the length, the subject weight and the prompt dropout."""
+        world = {name: getattr(self.world, name) for name in WORLD_SETTINGS}
+        world["subjects"] = list(world["subjects"])
+        return {"world": world, "length": self.length, "subject_weight": self.subject_weight or 0.0,
+                "caption_dropout": self.caption_dropout or 0.0, "seed": self.seed}
 
     def __getitem__(self, index: int):
         if not 0 <= index < self.length:

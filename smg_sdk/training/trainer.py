@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import os
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -59,6 +59,10 @@ class TrainerConfig:
     cache_encodings: bool = False
     """Encode each dataset sample (conditions and target latents) once and reuse it in later epochs:
     for frozen encoders and no sample-changing hooks (checked), on a dataset of fixed samples."""
+    data: dict[str, Any] = field(default_factory=dict)
+    """What the dataset is, as far as a resumed run must match it (JSON values; e.g. a recipe's
+    ``{"caption_dropout": 0.2}``). The trainer only stores it in each checkpoint and compares it
+    on resume; empty (the default) stores nothing, so runs from before it existed resume."""
 
     def __post_init__(self) -> None:
         if isinstance(self.output_dir, os.PathLike):
@@ -82,6 +86,8 @@ class TrainerConfig:
         for name in ("progress", "cache_encodings"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}.")
+        if not isinstance(self.data, dict) or not all(isinstance(k, str) for k in self.data):
+            raise ConfigError(f"data must be a dict of setting names to JSON values, got {self.data!r}.")
 
 
 def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
@@ -321,7 +327,10 @@ class FlowMatchingTrainer:
              log: Callable[[str], None] | None = None, history_file: str | None = None) -> TrainingLoop:
         """The :class:`TrainingLoop` of this run: :meth:`batch_loss` of the trainable tensors."""
         cfg = self.config
-        settings = LoopConfig(cfg.output_dir, cfg.max_steps, cfg.checkpoint_every, asdict(cfg), RESUME_MAY_CHANGE,
+        run_config = asdict(cfg)
+        if not run_config["data"]:  # nothing recorded, as before it was a setting: old checkpoints resume
+            run_config.pop("data")
+        settings = LoopConfig(cfg.output_dir, cfg.max_steps, cfg.checkpoint_every, run_config, RESUME_MAY_CHANGE,
                               cfg.max_grad_norm, cfg.progress, eval_every=eval_every, history_file=history_file)
         return TrainingLoop(self.trainable, self.optimizer, self.batch_loss, settings, accelerator=self.accelerator,
                             lock=self.pipeline.lock, on_step_end=[h.on_step_end for h in self.hooks],

@@ -138,7 +138,7 @@ def run_reference_lora(options: RecipeOptions, log: Callable[[str], None] = prin
                            batch_size=options.batch_size or 8, learning_rate=options.learning_rate or 1e-3,
                            seed=options.seed,
                            height=128, width=128, guidance_scale=3.5, checkpoint_every=100,
-                           progress=options.progress, cache_encodings=True)
+                           progress=options.progress, cache_encodings=True, data=data.settings)
     trainer = FlowMatchingTrainer(pipe, backend.adapter_parameters(SUBJECT_ADAPTER), data, config)
     evaluate = (lambda step: _world_eval(pipe, options, (1, 2), text_only=False)) if options.eval_samples else None
     trainer.train(resume=True, budget_minutes=options.budget_minutes, evaluate=evaluate,
