@@ -58,6 +58,7 @@ def cmd_eval_subjectworld(args: argparse.Namespace) -> int:
         args.seed, args.steps, args.no_references, describe=args.describe, options=_preset_options(args.option),
         true_cfg_scale=args.true_cfg,
         negative_references=None if args.negative_references is None else args.negative_references == "keep",
+        aligned=args.aligned,
     )
     check_writable(args.out, "subjectworld-eval")
     if config.preset not in BASELINES:
@@ -99,6 +100,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-references", action="store_true", help="drop the references (the text-only row)")
     p.add_argument("--describe", action="store_true",
                    help="with --no-references: the prompt names each identity in full (colours, pattern)")
+    p.add_argument("--aligned", action="store_true",
+                   help="the aligned set: the same held-out scenes, every subject its class's typical identity "
+                        "(text prior and reference agree); default: held-out identities (misaligned)")
     p.add_argument("--true-cfg", type=float, default=None, metavar="S",
                    help="true classifier-free guidance scale against the empty prompt (1: none; default: the preset's)")
     p.add_argument("--negative-references", choices=("keep", "drop"), default=None,

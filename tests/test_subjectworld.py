@@ -168,3 +168,37 @@ def test_export_is_dreambench_readable(tmp_path):
     lines = [json.loads(x) for x in (out / "requests.jsonl").read_text().splitlines()]
     assert len(lines) == 6 and all((out / line["target"]).is_file() for line in lines)
     assert all((out / ref).is_file() for line in lines for s in line["subjects"] for ref in s["references"])
+
+
+def test_default_held_out_draws_are_those_of_before_the_aligned_set():
+    """Prompts, identities, backgrounds and pixels of held-out draws, pinned (computed on main before
+    ``identities`` existed): adding the aligned set changed no default draw."""
+    whole = __import__("hashlib").sha256()
+    for k in (1, 2, 3, 4):
+        world = SubjectWorld("heldout", "reference", seed=0, subjects=(k,))
+        for s in world.samples(6):
+            whole.update((s.prompt + "|" + ",".join(i.name for i in s.identities) + "|" + s.scene.background).encode())
+            whole.update(s.target_pixels.tobytes())
+    assert whole.hexdigest() == "ceec17b25c59de35e78b324eae42a306f7d0be63ef3702f51daea1bef2499f4b"
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_the_aligned_set_is_the_held_out_scenes_with_typical_identities(k):
+    default = SubjectWorld("heldout", "reference", seed=0, subjects=(k,))
+    aligned = SubjectWorld("heldout", "reference", seed=0, subjects=(k,), identities="typical")
+    paired = 0
+    for a, d in zip(aligned.samples(16), default.samples(16)):
+        assert a.identities == [typical_identity(i.shape) for i in a.identities] and all(a.aligned)
+        assert len(set(a.identities)) == k and not any(d.aligned)  # distinct subjects; held-out ones never typical
+        assert [p.identity for p in a.scene.subjects] == [r[0].subjects[0].identity for r in a.reference_scenes]
+        if len({i.shape for i in d.identities}) == k:  # same random stream: the same scene, made typical
+            paired += 1
+            assert a.prompt == d.prompt and a.scene.background == d.scene.background
+            assert [i.shape for i in a.identities] == [i.shape for i in d.identities]
+            assert [p.box for p in a.scene.subjects] == [p.box for p in d.scene.subjects]
+            assert np.array_equal(a.layout, d.layout)
+    assert paired >= 5  # 7 to 16 of 16 at k = 1..4 (seed 0)
+    with pytest.raises(ValueError, match="identities"):
+        SubjectWorld("heldout", "caption", identities="typical")
+    with pytest.raises(ValueError, match="identities"):
+        SubjectWorld("heldout", identities="aligned")

@@ -18,6 +18,7 @@ from smg_sdk.data.subjectworld.vocab import COLOURS
 from smg_sdk.data.subjectworld.world import render_scene
 from smg_sdk.eval.degrade import DEGRADATIONS
 from smg_sdk.eval.oracle import Oracle
+from smg_sdk.errors import RequestError
 from smg_sdk.eval.world_metrics import ATTRIBUTES, METRICS, SceneTruth, score
 
 ORACLE = Oracle()
@@ -178,6 +179,30 @@ def test_eval_command_writes_results_in_the_documented_shape(tmp_path):
         for value in per_metric.values():
             assert 0.0 <= value["ci95"][0] <= value["mean"] <= value["ci95"][1] <= 1.0
     assert (tmp_path / "ev" / "contact_sheet.png").is_file()
+
+
+def test_eval_aligned_draws_the_held_out_scenes_with_typical_identities(tmp_path):
+    """``--aligned``: the targets scored are the aligned set's (every subject typical), and the payload says so."""
+    from smg_sdk.data.subjectworld import typical_identity
+    from smg_sdk.eval.world_eval import WorldEvalConfig, evaluate
+
+    run = _smg("eval", "subjectworld", "--preset", "ground-truth", "--subjects", "2", "--samples", "2", "--aligned",
+               "--quiet", "--out", str(tmp_path / "ev"), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[0].startswith("ground-truth --aligned:")
+    payload = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert payload["aligned"] is True and payload["identities"] == "typical"
+    result = evaluate(WorldEvalConfig("ground-truth", (2,), 3, aligned=True), progress=False)
+    aligned = SubjectWorld("heldout", "reference", subjects=(2,), identities="typical")
+    assert all(all(aligned[i].aligned) for i in range(3))
+    for i, (_, target, _) in enumerate(result.examples[2]):
+        assert np.array_equal(np.asarray(target), aligned[i].target_pixels)
+        assert aligned[i].identities == [typical_identity(x.shape) for x in aligned[i].identities]
+    default = evaluate(WorldEvalConfig("ground-truth", (2,), 1), progress=False)
+    assert default.payload["aligned"] is False and default.payload["identities"] == "heldout"
+    assert np.array_equal(np.asarray(default.examples[2][0][1]), SubjectWorld("heldout", subjects=(2,))[0].target_pixels)
+    with pytest.raises(RequestError, match="aligned"):
+        WorldEvalConfig("tiny", aligned="yes")
 
 
 @pytest.mark.parametrize("args, says", [

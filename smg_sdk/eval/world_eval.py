@@ -6,11 +6,15 @@ are baselines, not methods: ``ground-truth`` (the target renders: the ceiling),
 ``vae-round-trip`` (the target renders encoded and decoded by the ``tiny`` preset's VAE: the
 ceiling of any model that draws through that VAE) and ``copy-paste`` (the references pasted as
 they are, on the first reference's background). ``no_references``
-drops the references and prompts with class words: the text-only row.
+drops the references and prompts with class words: the text-only row. ``aligned`` draws the
+*aligned* set instead: the same held-out scenes, layouts and relations, but every subject is its
+class's typical identity (``SubjectWorld(identities="typical")``), so the text prior and the
+reference agree; the default set is *misaligned* (no held-out identity is its class's typical one).
 
 The result has the shape other tools read (``results.json``)::
 
     {"preset": NAME, "samples": N, "seed": S, "steps": ..., "no_references": bool, "candidates": N,
+     "aligned": bool, "identities": "heldout" | "typical",
      "results": {"<k>": {"<metric>": {"mean": float, "ci95": [lo, hi]}}},
      "seconds_per_request": {"<k>": float}}
 """
@@ -63,6 +67,9 @@ class WorldEvalConfig:
     candidates: int = 1
     """> 1: test-time scaling: each request draws this many candidates (``num_candidates``) and
     the image scored is the one the preset's verifier ranks first."""
+    aligned: bool = False
+    """True: the aligned set (every subject its class's typical identity, so prompt and reference
+    agree); False: the held-out identities, none of them typical (the misaligned set)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
@@ -87,6 +94,8 @@ class WorldEvalConfig:
                                f"{self.preset!r} baseline.")
         if self.no_references and self.preset in BASELINES:
             raise RequestError(f"--no-references applies to a model preset, not to the {self.preset!r} baseline.")
+        if not isinstance(self.aligned, bool):
+            raise RequestError(f"aligned must be True or False, got {self.aligned!r}.")
         if self.describe and not self.no_references:
             raise RequestError("--describe names the identities in the prompt; it applies to the text-only row: "
                                "add --no-references.")
@@ -197,7 +206,8 @@ def evaluate(config: WorldEvalConfig, progress: bool = True, examples_per_count:
     examples: dict[int, list] = {}
     bar = tqdm(total=config.samples * len(config.subjects), desc=f"eval {config.preset}", disable=not progress)
     for k in config.subjects:
-        world = SubjectWorld(split="heldout", kind="reference", seed=config.seed, subjects=(k,), side=config.side)
+        world = SubjectWorld(split="heldout", kind="reference", seed=config.seed, subjects=(k,), side=config.side,
+                             identities="typical" if config.aligned else "split")
         per_metric: dict[str, list[float]] = {m: [] for m in METRICS}
         times: list[float] = []
         for i in range(config.samples):
@@ -219,7 +229,8 @@ def evaluate(config: WorldEvalConfig, progress: bool = True, examples_per_count:
     payload = {"preset": config.preset, "samples": config.samples, "seed": config.seed, "steps": config.steps,
                "no_references": config.no_references, "describe": config.describe, "side": config.side,
                "true_cfg_scale": config.true_cfg_scale, "negative_references": config.negative_references,
-               "candidates": config.candidates, "results": results,
+               "candidates": config.candidates, "aligned": config.aligned,
+               "identities": "typical" if config.aligned else "heldout", "results": results,
                "seconds_per_request": seconds}
     return WorldEvalResult(payload, examples)
 
@@ -231,7 +242,7 @@ def heldout_scores(pipeline, subjects: Sequence[int] = (1, 2), samples: int = 8,
 
     ``metrics``: the names to keep (default: every metric of the first count, in order);
     ``steps``: denoising steps (None: the pipeline's default); ``config``: other
-    :class:`WorldEvalConfig` fields (``no_references``, ``describe``, ``true_cfg_scale``).
+    :class:`WorldEvalConfig` fields (``no_references``, ``describe``, ``true_cfg_scale``, ``aligned``).
     Raises :class:`~smg_sdk.RequestError` for bad settings, as :class:`WorldEvalConfig` does.
     """
     run = WorldEvalConfig("training", tuple(subjects), samples, seed=seed, steps=steps, **config)
@@ -245,6 +256,7 @@ def format_table(payload: dict[str, Any]) -> str:
     flags = [payload["preset"]]
     flags += ["--no-references"] if payload.get("no_references") else []
     flags += ["--describe"] if payload.get("describe") else []
+    flags += ["--aligned"] if payload.get("aligned") else []
     if payload.get("true_cfg_scale") is not None:
         flags.append(f"--true-cfg {payload['true_cfg_scale']:g}")
     if payload.get("negative_references") is not None:

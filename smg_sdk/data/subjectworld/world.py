@@ -12,6 +12,11 @@ the same numbers give the same pixels and the same ground truth on every machine
   named in full in the caption ("a small red star with yellow stripes"): what a real
   text-to-image base such as FLUX.1-dev can draw from words, so a reference adapter on a frozen
   base has a way in to every attribute, not only to the class.
+- ``identities="typical"`` (reference kind): the *aligned* set. Each subject drawn from
+  ``split`` is replaced by its class's typical identity (:func:`typical_identity`), so the text
+  prior and the reference agree; scenes, layouts, relations and references are drawn by the
+  same machinery from the same random stream (sample ``i`` is the default draw ``i`` with the
+  subjects' colours and patterns made typical whenever its shapes are distinct).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from .vocab import BACKGROUNDS, SHAPES
 
 LAYOUT_CELLS = 8
 """The layout grid is 8 x 8 (MUSIC's layout; one FLUX token per cell at 128 px)."""
+IDENTITY_SETS = ("split", "typical")
+"""``SubjectWorld.identities``: uniform draws of the split, or each class's typical identity (aligned)."""
 
 
 @dataclass
@@ -157,6 +164,9 @@ class SubjectWorld:
     in px (a multiple of 16, >= 64). ``references``: renders per subject. ``prior``: for
     captions, probability of a class's typical identity. ``describe``: for captions, probability
     that a subject is instead drawn uniformly from ``split`` and named in full in the caption.
+    ``identities``: for references, ``"split"`` (uniform draws of ``split``; most contradict
+    their class prior, and every held-out one does) or ``"typical"`` (each draw replaced by its
+    class's typical identity: the aligned set, whose text prior and references agree).
     """
 
     split: str = "train"
@@ -167,6 +177,7 @@ class SubjectWorld:
     references: int = 1
     prior: float = 0.9
     describe: float = 0.0
+    identities: str = "split"
 
     def __post_init__(self) -> None:
         if self.split not in ("train", "heldout") or self.kind not in ("reference", "caption"):
@@ -177,6 +188,9 @@ class SubjectWorld:
             raise ConfigError(f"SubjectWorld subjects must be counts in 1..6, got {self.subjects}.")
         if isinstance(self.describe, bool) or not isinstance(self.describe, (int, float)) or not 0 <= self.describe <= 1:
             raise ConfigError(f"SubjectWorld describe must be a probability in [0, 1], got {self.describe!r}.")
+        if self.identities not in IDENTITY_SETS or (self.identities == "typical" and self.kind != "reference"):
+            raise ConfigError(f"SubjectWorld identities must be one of {IDENTITY_SETS} ('typical' with "
+                              f"kind='reference'); got identities={self.identities!r}, kind={self.kind!r}.")
         if self.side % 16 or self.side < 64:
             raise ConfigError(f"SubjectWorld side must be a multiple of 16 and >= 64, got {self.side}.")
 
@@ -196,6 +210,8 @@ class SubjectWorld:
             ids = []
             while len(ids) < n:  # distinct subjects, so every subject of a scene can be told apart
                 identity = draw_identity(rng, self.split)
+                if self.identities == "typical":
+                    identity = typical_identity(identity.shape)
                 if identity not in ids:
                     ids.append(identity)
         scene = sample_scene(ids, rng, self.side)
@@ -250,4 +266,4 @@ def reference_scene(placed: PlacedSubject, target: Scene, rng: np.random.Generat
     return Scene(bg, (PlacedSubject(placed.identity, placed.size, best, rotation),), (), side)
 
 
-__all__ = ["LAYOUT_CELLS", "SubjectWorld", "WorldSample", "layout_from_masks", "reference_scene", "render_scene"]
+__all__ = ["IDENTITY_SETS", "LAYOUT_CELLS", "SubjectWorld", "WorldSample", "layout_from_masks", "reference_scene", "render_scene"]
