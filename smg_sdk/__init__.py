@@ -63,7 +63,7 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     ".plugins.registry": ("is_valid_name",),
     ".atomic": ("atomic_folder", "check_output_folder"),
     ".mllm": ("load_mllm",),
-    ".data.subjectworld": ("SubjectWorld", "relation_holds"),
+    ".data.subjectworld": ("SHAPES", "SubjectWorld", "relation_holds"),
     ".eval.world_eval": ("ci95", "heldout_scores"),
     ".eval.clip": ("ClipEmbedder",),
     ".presets.tiny": ("TINY_DEFAULTS", "tiny_clip_path", "tiny_flux_path", "tiny_qwen_vl_path", "tiny_redux_path",
@@ -105,8 +105,8 @@ __all__ = [
     "list_plugins", "load_mllm", "module_parameters", "onload", "parse_dtype", "plans_for_rows", "prepare_sampling",
     "sample_index", "sample_rng", "subject_char_spans", "tiny_clip_path", "tiny_flux_path", "tiny_qwen_vl_path",
     "tiny_redux_path", "tiny_siglip_path", "tokens_in_spans",
-    # SubjectWorld for plugins' recipes and evaluations (MUSIC's planner data and metrics)
-    "SubjectWorld", "ci95", "relation_holds",
+    # SubjectWorld for plugins' recipes and evaluations (MUSIC's planner data and metrics; its class words)
+    "SHAPES", "SubjectWorld", "ci95", "relation_holds",
     # what a registered SubjectWorld recipe (registry kind "recipe") receives and uses
     "RecipeOptions", "SubjectWorldSamples", "heldout_scores",
 ]

@@ -6,7 +6,8 @@ tokens through FLUX's own VAE + DiT with a LoRA active on them only, and the tra
 strategies (reference dropout, concept-name substitution). Uses only smg-sdk's public API.
 
 Registers: encoders ``aligngen-text``, ``redux``; aggregator ``dem``; rule ``aligngen-mask``;
-presets ``aligngen-tiny`` and ``aligngen``.
+presets ``aligngen-tiny`` and ``aligngen``; the SubjectWorld training recipe ``aligngen``
+(``smg train subjectworld --recipe aligngen``, :mod:`.recipe`).
 """
 
 from smg_sdk import hookimpl
@@ -20,6 +21,7 @@ def smg_register(registry) -> None:
     from .dem import DeviationExtractionModule
     from .mask_rule import SelectiveCrossModalMask
     from .preset import aligngen, aligngen_tiny
+    from .recipe import aligngen_recipe
     from .redux import ReduxEncoder
     from .text_encoder import AlignGenTextEncoder
 
@@ -29,3 +31,4 @@ def smg_register(registry) -> None:
     registry.add_rule("aligngen-mask", SelectiveCrossModalMask)
     registry.add_preset("aligngen-tiny", aligngen_tiny)
     registry.add_preset("aligngen", aligngen)
+    registry.add_recipe("aligngen", aligngen_recipe)

@@ -62,6 +62,19 @@ def read_slots(conditions: ConditionSet, stream: str) -> list[Slot]:
         ) from exc
 
 
+def concept_slots(conditions: ConditionSet, stream: str) -> list[Slot]:
+    """Slots without S* from the core's ``meta["subject_tokens"][stream]`` (subject -> its class-word
+    positions, as ``flux-text`` records them): one per subject, its first token standing in the S*
+    place. Empty when the stream has none. Raises :class:`ConditionError` if the entry is malformed."""
+    entries = (conditions.meta.get("subject_tokens") or {}).get(stream) or {}
+    try:
+        positions = {int(k): sorted(int(i) for i in v) for k, v in entries.items()}
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ConditionError(f"meta['subject_tokens'][{stream!r}] is malformed ({exc}); it must map each "
+                             "subject index to its token positions.") from exc
+    return [Slot(k, v[0], tuple(v[1:])) for k, v in sorted(positions.items()) if v]
+
+
 def slot_token_mask(slots: list[Slot], length: int, subject: int | None = None) -> torch.Tensor:
     """Bool ``(length,)``: the S* and concept tokens of ``subject`` (of every subject when None)."""
     mask = torch.zeros(length, dtype=torch.bool)

@@ -92,11 +92,18 @@ class AlignGenTextEncoder(nn.Module, ConditionEncoder):
             clip = mean_embedding(backend.tokenizer, backend.text_encoder, backend.tokenizer.bos_token_id)
         self.token.initialize(t5, clip)
 
-    # ------------------------------------------------------------------ encoding
-    def encode(self, request: Request, backend: "FluxBackend") -> ConditionSet:
+    def ensure_initialized(self, backend: "FluxBackend") -> None:
+        """Set S* from ``init_word``'s embedding now, unless it is set (saved weights carry the flag).
+
+        Training calls it before a checkpoint is restored into S*, so the first encoding does not
+        overwrite the restored values. Raises :class:`ConditionError` if the widths do not match."""
         self._check_widths(backend)
         if not self.token.is_initialized:
             self._initialize(backend)
+
+    # ------------------------------------------------------------------ encoding
+    def encode(self, request: Request, backend: "FluxBackend") -> ConditionSet:
+        self.ensure_initialized(backend)
         marked = mark_prompt(request, self.marker)
         tokenizer = backend.tokenizer_2
         marker_id = single_token_id(tokenizer, self.marker)

@@ -98,3 +98,26 @@ def test_multi_reference_each_bound_to_its_concept_and_isolated():
     image = layout.group("image")
     assert allowed[image.span].all()  # the image attends to everything
     assert mask.additive() is not None  # every query still has keys
+
+
+def test_without_sstar_slots_the_class_word_tokens_are_exempt():
+    """The ablation without S* (flux-text): the core's subject_tokens name the concept tokens the mask exempts."""
+    text = ConditionStream("prompt", torch.zeros(1, 8, 2), text_ids(8))
+    refs = [ConditionStream(f"ref{k + 1}", torch.zeros(1, 2, 2), torch.zeros(2, 3), side="reference", subject=k)
+            for k in range(2)]
+    conditions = ConditionSet([text, *refs], meta={"subject_tokens": {"prompt": {0: [3, 2], 1: [6]}}})
+    layout = JointLayout.build(conditions, IMAGE_TOKENS)
+    mask = JointAttentionMask(layout)
+    SelectiveCrossModalMask().apply(mask, conditions, None)
+    allowed = mask.allowed[0]
+    r1, r2 = layout.group("ref1"), layout.group("ref2")
+    assert allowed[:8, r1.start].nonzero().flatten().tolist() == [2, 3]
+    assert allowed[:8, r2.start].nonzero().flatten().tolist() == [6]
+    assert allowed[r2.start, :8].nonzero().flatten().tolist() == [6]  # symmetric
+    # S* slots, when present, are what the rule reads
+    with_slots = ConditionSet([text, *refs], meta={"subject_tokens": {"prompt": {0: [3, 2], 1: [6]}},
+                                                   SLOTS_KEY: {"prompt": [Slot(0, 1, (2,)).as_meta()]}})
+    mask = JointAttentionMask(JointLayout.build(with_slots, IMAGE_TOKENS))
+    SelectiveCrossModalMask().apply(mask, with_slots, None)
+    assert mask.allowed[0][:8, r1.start].nonzero().flatten().tolist() == [1, 2]
+    assert not mask.allowed[0][:8, r2.start].any()
