@@ -49,11 +49,13 @@ class Row:
     subjects: tuple[int, ...] = ALL_COUNTS
     cost_baseline: str | None = None
     """Key of the row whose seconds per request this row's are divided by (same k), or None."""
+    aligned: bool = False
+    """True: the aligned set (every subject its class's typical identity; ``WorldEvalConfig.aligned``)."""
 
     def settings(self) -> dict[str, Any]:
         """Everything that decides this row's images, for the report and to share identical runs."""
         return {"preset": self.preset, "options": self.options, "no_references": self.no_references,
-                "candidates": self.candidates}
+                "candidates": self.candidates, "aligned": self.aligned}
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,23 @@ class NotMeasured:
 def _squeeze(key: str, label: str, group: str = "Squeeze: aggregation", claim: str = CLAIM_DLA,
              **options: Any) -> Row:
     return Row(f"squeeze:{key}", group, label, "squeeze-tiny", claim, options)
+
+
+ALIGNGEN_VARIANTS = ((True, True), (True, False), (False, True), (False, False))
+"""``(sstar_dem, mask)`` of the AlignGen rows: the paper's method, without the mask, without S* + DEM, neither."""
+
+
+def _aligngen(sstar_dem: bool, mask: bool, aligned: bool) -> Row:
+    """``aligngen-tiny`` of one variant on the misaligned (held-out identities) or aligned (typical) prompts;
+    its key names the variant as its shipped weights folder does (``aligngen:sstar-dem-mask:aligned``)."""
+    from smg_plugins.aligngen.weights import variant_name
+
+    label = {(True, True): "S* + DEM + selective mask", (True, False): "S* + DEM, no mask",
+             (False, True): "no S* + DEM, selective mask", (False, False): "no S* + DEM, no mask (baseline)"}
+    prompts = "aligned" if aligned else "misaligned"
+    return Row(f"aligngen:{variant_name(sstar_dem, mask)}:{prompts}", "AlignGen",
+               f"{label[sstar_dem, mask]}, {prompts} prompts", "aligngen-tiny", CLAIM_ALIGN,
+               {"sstar_dem": sstar_dem, "mask": mask}, aligned=aligned)
 
 
 def _scaling(n: int) -> Row:
@@ -97,22 +116,11 @@ ROWS: tuple[Row, ...] = (
     Row("music:trained-planner", "MUSIC: planning", "trained planner plan (`music-tiny`, trained_planner)",
         "music-tiny", CLAIM_PLAN, {"trained_planner": True}, subjects=MUSIC_COUNTS),
     *(_scaling(n) for n in (1, 2, 4, 8)),
-    Row("aligngen", "AlignGen", "S* + DEM + selective mask, misaligned prompts (`aligngen-tiny`)", "aligngen-tiny",
-        CLAIM_ALIGN),
+    *(_aligngen(sstar_dem, mask, aligned) for sstar_dem, mask in ALIGNGEN_VARIANTS for aligned in (False, True)),
 )
 """Every measured row, in table order."""
 
 NOT_MEASURED: tuple[NotMeasured, ...] = (
-    NotMeasured("AlignGen", "without S* + DEM", CLAIM_ALIGN,
-                "`aligngen-tiny` takes no option that drops S* and the DEM (its options are AlignGenConfig's "
-                "fields); the nearest baseline, the reference LoRA row, differs in more than S* + DEM (its "
-                "subject adapter is trained, AlignGen's LoRA is not)."),
-    NotMeasured("AlignGen", "without the selective mask", CLAIM_ALIGN,
-                "`aligngen-tiny` always adds the `aligngen-mask` rule; no option removes it."),
-    NotMeasured("AlignGen", "aligned prompts", CLAIM_ALIGN,
-                "every held-out identity differs from its class's typical one (the typical identities are "
-                "always in the training split), so every held-out request is misaligned; an aligned set "
-                "would have to use training identities, which the evaluator does not draw."),
     NotMeasured("composed", "all three composed", "composed is best overall, or the note says which component hurts",
                 "no tiny preset composes the three: `composed` loads the real FLUX.1, Redux, Qwen2.5-VL and CLIP "
                 "folders, and `examples/compose_all.py` assembles a tiny one by hand, outside the registry the "
@@ -151,8 +159,7 @@ def weights_of(row: Row) -> tuple[str, str]:
     if row.preset == "music-tiny":
         return _music_weights(row)
     if row.preset == "aligngen-tiny":
-        return UNTRAINED, ("untrained: seeded initial S* and DEM, zero reference LoRA, random tiny SigLIP/Redux, on the "
-                       "SubjectWorld-trained tiny FLUX")
+        return _aligngen_weights(row.options.get("sstar_dem", True), row.options.get("mask", True))
     if row.preset == "tiny":
         return TRAINED, _tiny_weights(row.no_references)
     return NO_WEIGHTS, "not known to this table"
@@ -179,6 +186,19 @@ def _squeeze_weights(aggregator: str) -> tuple[str, str]:
                      "Qwen2.5-VL")
 
 
+def _aligngen_weights(sstar_dem: bool, mask: bool) -> tuple[str, str]:
+    from smg_plugins.aligngen.weights import WEIGHTS, variant_name, weight_files
+
+    folder = WEIGHTS / variant_name(sstar_dem, mask)
+    parts = "S*, DEM and reference LoRA" if sstar_dem else "reference LoRA (no S*, no DEM)"
+    base = (", random tiny SigLIP/Redux" if sstar_dem else "") + ", on the SubjectWorld-trained tiny FLUX"
+    if not all(file.is_file() for file in weight_files(folder, sstar_dem).values()):
+        seeded = "seeded initial S* and DEM, zero reference LoRA" if sstar_dem else "zero reference LoRA"
+        return UNTRAINED, f"untrained: {seeded}{base}"
+    return TRAINED, (f"shipped {parts} trained {'with' if mask else 'without'} the mask "
+                     f"(plugins/aligngen/weights/{folder.name}/){base}")
+
+
 def _music_weights(row: Row) -> tuple[str, str]:
     from smg_plugins.music.preset import tiny_planner_path
 
@@ -191,5 +211,5 @@ def _music_weights(row: Row) -> tuple[str, str]:
                         f"it), {base}")
 
 
-__all__ = ["GROUPS", "NOT_MEASURED", "NO_WEIGHTS", "NotMeasured", "ROWS", "Row", "TRAINED", "UNTRAINED", "by_key",
+__all__ = ["ALIGNGEN_VARIANTS", "GROUPS", "NOT_MEASURED", "NO_WEIGHTS", "NotMeasured", "ROWS", "Row", "TRAINED", "UNTRAINED", "by_key",
            "groups_covered", "weights_of"]

@@ -113,7 +113,7 @@ class Measurer:
         key = (json.dumps(row.settings(), sort_keys=True), k)
         if key not in self.done:
             config = WorldEvalConfig(row.preset, (k,), self.samples, self.seed, no_references=row.no_references,
-                                     options=row.options, candidates=row.candidates)
+                                     options=row.options, candidates=row.candidates, aligned=row.aligned)
             start = time.perf_counter()
             self.done[key] = evaluate(config, progress=False, pipeline=self.pipeline(row)).payload
             if self.progress:
@@ -234,6 +234,12 @@ def _facts_from_results(entries: Sequence[dict[str, Any]]) -> list[str]:
         if means and metric not in LOWER_IS_BETTER and max(means) == 0:
             lines.append(f"- `{metric}` is 0 for every model row at every subject count, so no claim about "
                          f"`{metric}` can show here.")
+    aligned = [e["label"] for e in entries if e["settings"].get("aligned")]
+    if aligned:
+        lines.append(f"- {len(aligned)} row(s) run on the aligned set ({'; '.join(aligned)}): the same held-out scenes "
+                     "with every subject its class's typical identity (`smg eval subjectworld --aligned`), so the "
+                     "prompt's class word and the reference agree; every other row's subjects are held-out "
+                     "identities, none of them typical (misaligned).")
     judged = [e["label"] for e in entries if e["settings"]["options"].get("verifier") == "scene-judge"]
     if judged:
         lines.append(f"- The rows ranked by the `scene-judge` verifier ({'; '.join(judged)}) choose among their "
@@ -275,6 +281,7 @@ def _settings_text(settings: dict[str, Any]) -> str:
     parts = [settings["preset"], *(f"{k}={v!r}" for k, v in settings["options"].items())]
     parts += ["no_references=True"] * settings["no_references"]
     parts += [f"num_candidates={settings['candidates']}"] * (settings["candidates"] > 1)
+    parts += ["--aligned (typical identities)"] * bool(settings.get("aligned"))
     return " ".join(parts)
 
 

@@ -63,9 +63,47 @@ def test_weights_column_comes_from_the_files_present(harness, monkeypatch, tmp_p
     (tmp_path / "lap" / "lap.safetensors").write_bytes(b"")
     assert claims.weights_of(rows["squeeze:lap"])[0] == claims.TRAINED
     assert claims.weights_of(rows["squeeze:dla"])[0] == claims.UNTRAINED  # another aggregator's folder
-    assert claims.weights_of(rows["aligngen"])[0] == claims.UNTRAINED
+    assert claims.weights_of(rows["aligngen:sstar-dem-mask:misaligned"])[0] == claims.UNTRAINED
     assert claims.weights_of(rows["music:trained-planner"])[0] == claims.TRAINED
     assert claims.weights_of(rows["ground-truth"]) == (claims.NO_WEIGHTS, "no model")
+
+
+def test_aligngen_rows_are_the_two_by_two_ablation_on_misaligned_and_aligned_prompts(harness):
+    claims = harness.claims
+    rows = [r for r in claims.ROWS if r.group == "AlignGen"]
+    variants = {(r.options["sstar_dem"], r.options["mask"]) for r in rows}
+    assert variants == {(True, True), (True, False), (False, True), (False, False)}
+    assert sorted((r.options["sstar_dem"], r.options["mask"], r.aligned) for r in rows) == sorted(
+        (a, b, c) for a, b in variants for c in (False, True))
+    assert all(r.preset == "aligngen-tiny" and r.claim == claims.CLAIM_ALIGN for r in rows)
+    assert all(r.settings()["aligned"] == r.aligned and r.key.endswith(":aligned") == r.aligned for r in rows)
+    assert not [n for n in claims.NOT_MEASURED if n.group == "AlignGen"]  # every variant is now a row
+    measurer = harness.Measurer(samples=1, seed=0, progress=False)
+    row = claims.by_key()["aligngen:lora-only:aligned"]
+    payload = measurer.count(row, 1)
+    assert payload["aligned"] is True and payload["identities"] == "typical"
+    assert "--aligned" in harness._settings_text(row.settings())
+
+
+def test_aligngen_weights_column_reads_each_variants_shipped_folder(harness, monkeypatch, tmp_path):
+    import smg_plugins.aligngen.weights as aligngen_weights
+
+    claims, rows = harness.claims, harness.claims.by_key()
+    monkeypatch.setattr(aligngen_weights, "WEIGHTS", tmp_path)
+    full, baseline = rows["aligngen:sstar-dem-mask:aligned"], rows["aligngen:lora-only:misaligned"]
+    assert claims.weights_of(full)[0] == claims.weights_of(baseline)[0] == claims.UNTRAINED
+    for name in ("aligngen.json", "aligngen-ref/pytorch_lora_weights.safetensors"):
+        (tmp_path / "lora-only" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "lora-only" / name).write_bytes(b"")
+        (tmp_path / "sstar-dem-mask" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "sstar-dem-mask" / name).write_bytes(b"")
+    state, text = claims.weights_of(baseline)
+    assert state == claims.TRAINED and "plugins/aligngen/weights/lora-only/" in text and "SigLIP" not in text
+    assert claims.weights_of(full)[0] == claims.UNTRAINED  # no S* or DEM file yet
+    (tmp_path / "sstar-dem-mask" / "sstar.safetensors").write_bytes(b"")
+    (tmp_path / "sstar-dem-mask" / "dem.safetensors").write_bytes(b"")
+    assert claims.weights_of(full)[0] == claims.TRAINED
+    assert claims.weights_of(rows["aligngen:sstar-dem:misaligned"])[0] == claims.UNTRAINED  # another variant
 
 
 def _stat(mean: float, lo: float, hi: float) -> dict:

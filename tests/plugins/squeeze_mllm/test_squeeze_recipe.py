@@ -74,7 +74,7 @@ def test_squeeze_recipe_stopped_at_step_1_and_resumed_is_bit_identical(tmp_path,
 
 
 @pytest.mark.parametrize("args, says", [
-    (["--recipe", "nope"], "Known recipes: 'base', 'reference-lora', "),
+    (["--recipe", "nope"], "Known recipes: 'aligngen', 'base', 'reference-lora', "),
     (["--recipe", "squeeze", "--option", "colour=red"], "its options are: aggregator, stage1_steps"),
     (["--recipe", "squeeze", "--option", "aggregator=mean"], "--option aggregator must be one of dla, lap"),
     (["--recipe", "squeeze", "--steps", "2", "--option", "stage1_steps=3"], "--option stage1_steps"),
