@@ -198,6 +198,10 @@ def test_the_aligned_set_is_the_held_out_scenes_with_typical_identities(k):
             assert [p.box for p in a.scene.subjects] == [p.box for p in d.scene.subjects]
             assert np.array_equal(a.layout, d.layout)
     assert paired >= 5  # 7 to 16 of 16 at k = 1..4 (seed 0)
+    from smg_sdk import SubjectWorldSamples
+
+    assert SubjectWorldSamples(aligned, 4).settings["world"]["identities"] == "typical"  # a resume can tell them apart
+    assert "identities" not in SubjectWorldSamples(default, 4).settings["world"]  # runs recorded before it still resume
     with pytest.raises(ValueError, match="identities"):
         SubjectWorld("heldout", "caption", identities="typical")
     with pytest.raises(ValueError, match="identities"):

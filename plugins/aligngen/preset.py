@@ -112,7 +112,7 @@ def build_aligngen(backend: "FluxBackend", config: AlignGenConfig | None = None,
                            defaults=defaults)
 
 
-def aligngen_tiny(seed: int = 0, weights: str | None = None, flux: str | None = None,
+def aligngen_tiny(seed: int = 0, weights: str | None = None, flux: str | None = None, trained: bool = True,
                   **options: Any) -> SubjectPipeline:
     """AlignGen on the embedded tiny FLUX, SigLIP and Redux: runs in seconds on a CPU.
 
@@ -123,17 +123,24 @@ def aligngen_tiny(seed: int = 0, weights: str | None = None, flux: str | None = 
     ``mask`` may differ (the mask removed at sampling only). Without ``weights``, the variant's
     folder shipped in ``weights/<variant>/`` beside this module is used when it exists, else the
     DEM and S* start from seeded initial weights (``seed``) and the reference LoRA from zero (no
-    effect until trained). ``flux``: a tiny FLUX folder instead of the embedded one (the base a
-    run trained on). Other options are :class:`AlignGenConfig` fields.
+    effect until trained). ``trained=False``: those seeded initial weights even where trained ones
+    ship (the random-weight version of the method; not with ``weights``). ``flux``: a tiny FLUX
+    folder instead of the embedded one (the base a run trained on). Other options are
+    :class:`AlignGenConfig` fields.
     """
     from pathlib import Path
 
     from .weights import VARIANT_FILE, WEIGHTS, read_variant, variant_name
 
+    if not isinstance(trained, bool):
+        raise ConditionError(f"aligngen-tiny trained must be true or false, got {trained!r}.")
+    if not trained and weights is not None:
+        raise ConditionError("aligngen-tiny: trained=False starts from seeded weights, so it takes no weights=DIR; "
+                             "pass one or the other.")
     if weights is not None and (Path(weights) / VARIANT_FILE).is_file():  # else check_weights names what is missing
         options = {**read_variant(weights), **options}
     config = AlignGenConfig.from_options(options)
-    if weights is None and (WEIGHTS / variant_name(config.sstar_dem, config.mask)).is_dir():
+    if trained and weights is None and (WEIGHTS / variant_name(config.sstar_dem, config.mask)).is_dir():
         weights = str(WEIGHTS / variant_name(config.sstar_dem, config.mask))
     return tiny_pipeline(config, weights, flux, seed)
 

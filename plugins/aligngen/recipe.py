@@ -14,9 +14,10 @@ trains), ``mask`` (default true; false trains and samples without the ``aligngen
 ``reference_dropout`` and ``substitution`` (the strategy's rates, default 0.5 each). The
 shared options it uses are :data:`USES`; any other one set is refused in one line.
 
-Checkpoints go to ``OUT/checkpoints`` (a rerun with ``--resume`` continues exactly; a rerun
-with other recipe options is refused, ``OUT/aligngen-run.json`` records them). Evaluation lines
-(every ``--eval-every`` steps, default 250, and at the end) score the whole pipeline as it
+Checkpoints go to ``OUT/checkpoints`` (a rerun with ``--resume`` continues exactly; each
+checkpoint records what the samples are and the recipe's own options as
+:attr:`~smg_sdk.TrainerConfig.data`, so a rerun with others is refused, the differences
+listed). Evaluation lines (every ``--eval-every`` steps, default 250, and at the end) score the whole pipeline as it
 stands on ``--eval-samples`` held-out requests with 1 and 2 subjects (the misaligned set:
 ``identity``, ``instruction``, ``omission``, ``copy_paste``, ``similarity``) and on the aligned
 set (``aligned_identity``, ``aligned_similarity``). At the end, or at a budget stop,
@@ -26,7 +27,6 @@ set (``aligned_identity``, ``aligned_similarity``). At the end, or at a budget s
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
@@ -52,7 +52,6 @@ EVAL_METRICS = ("identity", "instruction", "omission", "copy_paste", "similarity
 ALIGNED_METRICS = ("identity", "similarity")
 DEFAULTS = {"steps": 1000, "batch_size": 4, "learning_rate": 1e-3, "lora_rank": 16, "pool_size": 4096,
             "eval_every": 250, "checkpoint_every": 100}
-RUN_FILE = "aligngen-run.json"
 
 
 def shape_hierarchy() -> dict[str, str]:
@@ -64,19 +63,19 @@ def aligngen_recipe(options: RecipeOptions, log: Callable[[str], None] = print, 
                     mask: bool = True, reference_dropout: float = 0.5, substitution: float = 0.5) -> Path:
     """AlignGen: S*, the DEM and the reference LoRA (sstar_dem=false: the LoRA alone) on a frozen base; writes OUT/weights/.
 
-    Returns the weights folder. Raises :class:`~smg_sdk.RequestError` for a bad option, one this
-    recipe does not use, or recipe options other than those of the run already in ``options.out``.
+    Returns the weights folder. Raises :class:`~smg_sdk.RequestError` for a bad option or one this
+    recipe does not use, and :class:`~smg_sdk.ConfigError` when ``options.out`` holds a run with
+    other settings (recipe options included).
     """
     options.refuse_unused("aligngen", USES)
     settings = check_settings(sstar_dem, mask, reference_dropout, substitution)
-    check_same_run(Path(options.out), settings)
-    pipe = training_pipeline(options, sstar_dem, mask)
     world = SubjectWorld("train", "reference", options.seed, subjects=options.subjects or (1, 2))
     data = SubjectWorldSamples(world, options.pool_size or DEFAULTS["pool_size"], options.subject_weight,
                                seed=options.seed)
+    pipe = training_pipeline(options, sstar_dem, mask)
     strategy = AlignGenTrainingStrategy(reference_dropout, substitution=substitution, extra_parents=shape_hierarchy())
-    trainer = aligngen_trainer(pipe, data, trainer_config(options), strategy)
-    record_run(Path(options.out), settings)
+    config = trainer_config(options, {**data.settings, "aligngen": settings})
+    trainer = aligngen_trainer(pipe, data, config, strategy)
     trainer.train(resume=True, budget_minutes=options.budget_minutes, evaluate=_evaluator(pipe, options),
                   eval_every=options.eval_every or DEFAULTS["eval_every"], log=log,
                   history_file=str(Path(options.out) / "history.json"))
@@ -95,37 +94,14 @@ def check_settings(sstar_dem: object, mask: object, reference_dropout: object, s
             "substitution": float(substitution)}
 
 
-def check_same_run(out: Path, settings: dict) -> None:
-    """Refuse to continue a run in ``out`` that was started with other recipe options."""
-    file = out / RUN_FILE
-    if not file.is_file():
-        return
-    try:
-        recorded = json.loads(file.read_text())
-    except (OSError, ValueError):
-        recorded = None
-    if recorded != settings:
-        raise RequestError(f"--out {out} holds an aligngen run started with {recorded}; rerun it with the same "
-                           f"--option values, or choose a new folder.")
-
-
-def record_run(out: Path, settings: dict) -> None:
-    """Write the recipe options of this run (once, atomically) so a rerun can be checked against them."""
-    file = out / RUN_FILE
-    if not file.is_file():
-        out.mkdir(parents=True, exist_ok=True)
-        staging = file.with_name(f".{RUN_FILE}.tmp")
-        staging.write_text(json.dumps(settings, sort_keys=True) + "\n")
-        staging.replace(file)
-
-
-def trainer_config(options: RecipeOptions) -> TrainerConfig:
-    """Trainer settings of ``options`` (checkpoints under ``OUT/checkpoints``, 128 px, guidance 3.5 as sampled)."""
+def trainer_config(options: RecipeOptions, data: dict | None = None) -> TrainerConfig:
+    """Trainer settings of ``options`` (checkpoints under ``OUT/checkpoints``, 128 px, guidance 3.5 as
+    sampled); ``data``: what the run's samples and recipe options are, checked on resume."""
     return TrainerConfig(output_dir=str(Path(options.out) / "checkpoints"), max_steps=options.steps or DEFAULTS["steps"],
                          learning_rate=options.learning_rate or DEFAULTS["learning_rate"],
                          batch_size=options.batch_size or DEFAULTS["batch_size"], seed=options.seed, height=128,
                          width=128, guidance_scale=3.5, checkpoint_every=DEFAULTS["checkpoint_every"],
-                         progress=options.progress)
+                         progress=options.progress, data=dict(data or {}))
 
 
 def training_pipeline(options: RecipeOptions, sstar_dem: bool, mask: bool) -> SubjectPipeline:

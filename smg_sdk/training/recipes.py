@@ -152,6 +152,8 @@ class SubjectWorldSamples(Sequence):
         the world's draw settings, the length, the subject weight and the prompt dropout."""
         world = {name: getattr(self.world, name) for name in WORLD_SETTINGS}
         world["subjects"] = list(world["subjects"])
+        if getattr(self.world, "identities", "split") != "split":  # recorded only when set, so runs recorded
+            world["identities"] = self.world.identities            # before the aligned set existed still resume
         return {"world": world, "length": self.length, "subject_weight": self.subject_weight or 0.0,
                 "caption_dropout": self.caption_dropout or 0.0, "seed": self.seed}
 

@@ -91,6 +91,26 @@ def test_two_steps_write_weights_that_aligngen_tiny_loads_exactly(tmp_path):
     assert len(json.loads((tmp_path / "run" / "history.json").read_text())["losses"]) == 2
 
 
+def test_a_shipped_variant_loads_by_preset_name_and_trained_false_is_the_seeded_one(tmp_path, monkeypatch):
+    import shutil
+
+    import smg_plugins.aligngen.weights as aligngen_weights
+
+    weights = _run(tmp_path / "run", steps=1, mask=False)
+    monkeypatch.setattr(aligngen_weights, "WEIGHTS", tmp_path / "shipped")
+    shutil.copytree(weights, tmp_path / "shipped" / "sstar-dem")  # a run's OUT/weights copied as it is
+    trained = _tensors(weights)
+    shipped = _loaded(SubjectPipeline.from_preset("aligngen-tiny", mask=False))
+    assert shipped.keys() == trained.keys() and all(torch.equal(shipped[k], trained[k]) for k in trained)
+    seeded = _loaded(SubjectPipeline.from_preset("aligngen-tiny", mask=False, trained=False))
+    assert not all(torch.equal(seeded[k], trained[k]) for k in trained)
+    assert all(v.abs().sum() == 0 for k, v in seeded.items() if "lora_B" in k)
+    other = _loaded(SubjectPipeline.from_preset("aligngen-tiny"))  # the full variant ships nothing here
+    assert all(v.abs().sum() == 0 for k, v in other.items() if "lora_B" in k)
+    with pytest.raises(ConditionError, match="trained=False"):
+        SubjectPipeline.from_preset("aligngen-tiny", weights=str(weights), trained=False)
+
+
 def test_stopped_at_step_1_and_resumed_is_bit_identical(tmp_path):
     straight = _tensors(_run(tmp_path / "straight", steps=2))
     _run(tmp_path / "split", steps=1)  # stopped after step 1, with its checkpoint
@@ -162,9 +182,15 @@ def test_bad_recipe_input_is_one_line_and_leaves_no_folder(tmp_path, capsys, arg
     assert not (tmp_path / "run").exists()
 
 
-def test_a_rerun_with_other_recipe_options_is_refused(tmp_path):
-    from smg_sdk.errors import RequestError
+def test_a_rerun_with_other_recipe_options_or_samples_is_refused(tmp_path):
+    from smg_sdk.errors import ConfigError
 
     _run(tmp_path / "run", steps=1, mask=False)
-    with pytest.raises(RequestError, match="started with"):
+    state = json.loads((tmp_path / "run" / "checkpoints" / "checkpoint-1" / "state.json").read_text())
+    assert state["config"]["data"]["aligngen"] == {"sstar_dem": True, "mask": False, "reference_dropout": 0.5,
+                                                   "substitution": 0.5}
+    assert state["config"]["data"]["length"] == 2 and "identities" not in state["config"]["data"]["world"]
+    with pytest.raises(ConfigError, match="other settings.*'mask': False.*'mask': True"):
         _run(tmp_path / "run", steps=2, mask=True)
+    with pytest.raises(ConfigError, match="other settings.*'substitution': 0.5.*'substitution': 0.25"):
+        _run(tmp_path / "run", steps=2, mask=False, substitution=0.25)
