@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smg_sdk import ConditionError, SubjectPipeline
@@ -128,8 +129,6 @@ def aligngen_tiny(seed: int = 0, weights: str | None = None, flux: str | None = 
     folder instead of the embedded one (the base a run trained on). Other options are
     :class:`AlignGenConfig` fields.
     """
-    from pathlib import Path
-
     from .weights import VARIANT_FILE, WEIGHTS, read_variant, variant_name
 
     if not isinstance(trained, bool):
