@@ -54,3 +54,13 @@ def test_music_pipeline_saves_and_loads(tmp_path):
     out = back("<1> next to <2>", request().subjects, num_inference_steps=2, seed=0, num_candidates=2)
     assert len(out.images) == 2 and len(out.scores) == 2 and out.plans[0].notes["source"] == "heuristic"
     assert isinstance(SubjectPipeline.from_preset("music-tiny").planner, MusicPlanner)
+
+
+def test_music_tiny_keeps_the_chain_of_thought_out_of_the_prompt():
+    """The tiny T5 only saw short captions: music-tiny's plans leave the prompt as it is, unless asked."""
+    heuristic = SubjectPipeline.from_preset("music-tiny", planner="music-heuristic")
+    assert heuristic.planner.cot_in_prompt is False
+    assert [p.prompt for p in heuristic.planner.plan(request(), 2)] == [None, None]
+    assert SubjectPipeline.from_preset("music-tiny").planner.config.cot_in_prompt is False
+    asked = SubjectPipeline.from_preset("music-tiny", planner="music-heuristic", cot_in_prompt=True)
+    assert asked.planner.plan(request(), 1)[0].prompt is not None
