@@ -30,16 +30,25 @@ def gallery_rows(rows: Sequence[tuple[Sequence[Image.Image], Image.Image, Image.
                  cell: int = 128, gap: int = 6) -> Image.Image:
     """One row per request: its references, the output and (optionally) the ground truth, with
     the instruction written above. ``rows`` are ``(references, output, truth or None, text)``."""
-    width = max(len(refs) for refs, _, _, _ in rows)
+    return comparison_rows([(refs, [(output, "output"), (truth, "truth")], text) for refs, output, truth, text in rows],
+                           cell, gap)
+
+
+def comparison_rows(rows: Sequence[tuple[Sequence[Image.Image], Sequence[tuple[Image.Image | None, str]], str]],
+                    cell: int = 128, gap: int = 6) -> Image.Image:
+    """One row per request: its references, then labelled images (outputs of several methods, the
+    truth...; None leaves the cell blank), with the instruction written above. ``rows`` are
+    ``(references, [(image or None, label), ...], text)``; the labelled images line up in columns."""
+    width = max(len(refs) for refs, _, _ in rows)
     text_height = 18
-    columns = width + 2
+    columns = width + max(len(labelled) for _, labelled, _ in rows)
     sheet = Image.new("RGB", (columns * (cell + gap) + gap, len(rows) * (cell + text_height + gap) + gap), "white")
     draw = ImageDraw.Draw(sheet)
-    for r, (refs, output, truth, text) in enumerate(rows):
+    for r, (refs, outputs, text) in enumerate(rows):
         y = gap + r * (cell + text_height + gap)
         draw.text((gap, y + 3), text, fill="black")
         labelled = [(im, f"reference {k + 1}") for k, im in enumerate(refs)]
-        labelled += [(None, "")] * (width - len(refs)) + [(output, "output"), (truth, "truth")]
+        labelled += [(None, "")] * (width - len(refs)) + list(outputs)
         for c, (image, label) in enumerate(labelled):
             if image is None:
                 continue
