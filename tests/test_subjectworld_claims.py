@@ -52,10 +52,12 @@ def test_rows_cover_every_group_of_the_issue_and_name_real_presets(harness):
 
 
 def test_weights_column_comes_from_the_files_present(harness, monkeypatch, tmp_path):
+    import smg_plugins.aligngen.weights as aligngen_weights
     import smg_plugins.squeeze_mllm.preset as squeeze_preset
 
     claims, rows = harness.claims, harness.claims.by_key()
     monkeypatch.setattr(squeeze_preset, "WEIGHTS", tmp_path)
+    monkeypatch.setattr(aligngen_weights, "WEIGHTS", tmp_path / "aligngen")
     assert claims.weights_of(rows["squeeze:lap"])[0] == claims.UNTRAINED
     (tmp_path / "lap.safetensors").write_bytes(b"")  # the flat layout of before: not read
     assert claims.weights_of(rows["squeeze:lap"])[0] == claims.UNTRAINED
@@ -64,6 +66,12 @@ def test_weights_column_comes_from_the_files_present(harness, monkeypatch, tmp_p
     assert claims.weights_of(rows["squeeze:lap"])[0] == claims.TRAINED
     assert claims.weights_of(rows["squeeze:dla"])[0] == claims.UNTRAINED  # another aggregator's folder
     assert claims.weights_of(rows["aligngen:sstar-dem-mask:misaligned"])[0] == claims.UNTRAINED
+    shipped = aligngen_weights.weight_files(tmp_path / "aligngen" / "sstar-dem-mask", sstar_dem=True)
+    for file in shipped.values():
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(b"")
+    assert claims.weights_of(rows["aligngen:sstar-dem-mask:aligned"])[0] == claims.TRAINED
+    assert claims.weights_of(rows["aligngen:lora-only:misaligned"])[0] == claims.UNTRAINED  # another variant's
     assert claims.weights_of(rows["music:trained-planner"])[0] == claims.TRAINED
     assert claims.weights_of(rows["ground-truth"]) == (claims.NO_WEIGHTS, "no model")
 
