@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -46,7 +47,17 @@ def ship_flux(flux: Path) -> None:
             for file in (flux / name).iterdir():
                 if file.suffix in (".json", ".safetensors"):
                     shutil.copy2(file, staging / file.name)
+            _own_name(staging / "config.json", name)
         print(f"shipped {name} from {flux / name}")
+
+
+def _own_name(config: Path, name: str) -> None:
+    """A diffusers config records the folder it was saved from (``_name_or_path``): name the preset's
+    folder, not the training run's, so no local run path ships."""
+    data = json.loads(config.read_text())
+    if "_name_or_path" in data:
+        data["_name_or_path"] = f"smg_sdk/presets/tiny/flux/{name}"
+        config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def ship_lora(folder: Path) -> None:

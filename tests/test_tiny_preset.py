@@ -255,3 +255,13 @@ def test_build_is_deterministic(tmp_path):
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["flux"]  # no temp folders left
     for name in sorted(_files(a)):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_shipped_configs_name_the_preset_folders_not_a_training_run():
+    """``scripts/ship_tiny_preset.py`` rewrites ``_name_or_path``: no local run path ships in a config."""
+    import json
+
+    flux = tiny_module.tiny_flux_path()
+    for config in sorted(flux.glob("*/config.json")):
+        recorded = json.loads(config.read_text()).get("_name_or_path")
+        assert recorded in (None, f"smg_sdk/presets/tiny/flux/{config.parent.name}"), (config, recorded)
