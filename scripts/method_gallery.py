@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from smg_sdk import SubjectPipeline, SubjectWorld
+from smg_sdk.eval.world_eval import WorldEvalConfig, _generator
 from smg_sdk.gallery import comparison_rows
 
 METHODS = (("Squeeze (squeeze-tiny, DLA)", "squeeze-tiny", {}, 1),
@@ -26,10 +27,9 @@ METHODS = (("Squeeze (squeeze-tiny, DLA)", "squeeze-tiny", {}, 1),
 """(label, preset, preset options, subject count) per row."""
 
 
-def generate(pipe: SubjectPipeline, sample, seed: int, steps: int | None):
-    pipe.set_progress_bar_config(disable=True)
-    settings = {} if steps is None else {"num_inference_steps": steps}
-    return pipe(sample.prompt, sample.subjects(), height=128, width=128, seed=seed, **settings).images[0]
+def generate(preset: str, pipe: SubjectPipeline, sample, index: int, count: int, steps: int | None):
+    """``pipe``'s output for ``sample`` as ``smg eval subjectworld`` makes it (its prompt, seed and guidance)."""
+    return _generator(WorldEvalConfig(preset, (count,), 1, steps=steps), pipe)(sample, index)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     for label, preset, options, count in METHODS:
         sample = SubjectWorld(split="heldout", kind="reference", seed=0, subjects=(count,))[args.index]
         method = SubjectPipeline.from_preset(preset, **options)
-        outputs = [(generate(baseline, sample, args.index, args.steps), "baseline: tiny"),
-                   (generate(method, sample, args.index, args.steps), preset), (sample.target, "truth")]
+        outputs = [(generate("tiny", baseline, sample, args.index, count, args.steps), "baseline: tiny"),
+                   (generate(preset, method, sample, args.index, count, args.steps), preset), (sample.target, "truth")]
         rows.append((sample.references, outputs, f"{label}: {sample.prompt}"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     comparison_rows(rows).save(args.out)
