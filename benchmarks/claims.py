@@ -29,6 +29,7 @@ CLAIM_DLA = "DLA beats last-layer and fixed-layer conditioning on identity and i
 CLAIM_SCHEDULE = "multi-stage lowers copy-paste without losing identity"
 CLAIM_PLAN = "planning cuts omission at k >= 3 by >= 10 points and lowers blending"
 CLAIM_TTS = "more candidates, better scores, at the measured cost"
+CLAIM_COMPOSED = "composed is best overall, or the note says which component hurts"
 CLAIM_ALIGN = ("the baseline loses identity on misaligned prompts; S* + DEM recover >= 5 points of it; "
                "the mask adds on top")
 
@@ -96,6 +97,11 @@ def _scaling(n: int) -> Row:
                cost_baseline=None if n == 1 else "music:tts-1")
 
 
+def _composed(key: str, label: str, **options: Any) -> Row:
+    """``composed-tiny`` with every method, or with one left out (``squeeze=False``...): which one hurts."""
+    return Row(f"composed:{key}", "composed", label, "composed-tiny", CLAIM_COMPOSED, options)
+
+
 ROWS: tuple[Row, ...] = (
     Row("ground-truth", "calibration", "ground truth (the target renders)", "ground-truth"),
     Row("vae-round-trip", "calibration", "ground truth through the tiny VAE (encoded, decoded)", "vae-round-trip"),
@@ -117,15 +123,14 @@ ROWS: tuple[Row, ...] = (
         "music-tiny", CLAIM_PLAN, {"trained_planner": True}, subjects=MUSIC_COUNTS),
     *(_scaling(n) for n in (1, 2, 4, 8)),
     *(_aligngen(sstar_dem, mask, aligned) for sstar_dem, mask in ALIGNGEN_VARIANTS for aligned in (False, True)),
+    _composed("all", "AlignGen + Squeeze + MUSIC (`composed-tiny`)"),
+    _composed("no-squeeze", "composed without Squeeze (AlignGen + MUSIC)", squeeze=False),
+    _composed("no-music", "composed without MUSIC (AlignGen + Squeeze)", music=False),
+    _composed("no-aligngen", "composed without AlignGen (`tiny` + Squeeze + MUSIC)", aligngen=False),
 )
 """Every measured row, in table order."""
 
-NOT_MEASURED: tuple[NotMeasured, ...] = (
-    NotMeasured("composed", "all three composed", "composed is best overall, or the note says which component hurts",
-                "no tiny preset composes the three: `composed` loads the real FLUX.1, Redux, Qwen2.5-VL and CLIP "
-                "folders, and `examples/compose_all.py` assembles a tiny one by hand, outside the registry the "
-                "harness builds rows from."),
-)
+NOT_MEASURED: tuple[NotMeasured, ...] = ()
 """The variants of the issue's table no preset runs today."""
 
 
@@ -162,6 +167,8 @@ def weights_of(row: Row) -> tuple[str, str]:
         return _aligngen_weights(row.options.get("sstar_dem", True), row.options.get("mask", True))
     if row.preset == "tiny":
         return TRAINED, _tiny_weights(row.no_references)
+    if row.preset == "composed-tiny":
+        return _composed_weights(row.options)
     return NO_WEIGHTS, "not known to this table"
 
 
@@ -211,5 +218,19 @@ def _music_weights(row: Row) -> tuple[str, str]:
                         f"it), {base}")
 
 
+def _composed_weights(options: dict[str, Any]) -> tuple[str, str]:
+    """The weights of each included method's own row; the composition itself was never trained together."""
+    parts = [(name, weights_of(row)[0]) for name, on, row in (
+        ("AlignGen's S* + DEM + mask variant", options.get("aligngen", True), _aligngen(True, True, False)),
+        ("Squeeze's DLA aggregator (not its identity LoRA)", options.get("squeeze", True),
+         _squeeze("dla", "DLA", aggregator="dla")),
+        ("MUSIC's heuristic plan", options.get("music", True), Row("m", "MUSIC: planning", "-", "music-tiny")),
+        ("the `tiny` reference LoRA", not options.get("aligngen", True), Row("t", "reference LoRA", "-", "tiny"))) if on]
+    state = UNTRAINED if any(state == UNTRAINED for _, state in parts) else TRAINED
+    said = ", ".join(f"{name} ({state})" for name, state in parts)
+    return state, f"each method's own shipped weights, trained separately on the frozen tiny FLUX, never together: {said}"
+
+
 __all__ = ["ALIGNGEN_VARIANTS", "GROUPS", "NOT_MEASURED", "NO_WEIGHTS", "NotMeasured", "ROWS", "Row", "TRAINED", "UNTRAINED", "by_key",
            "groups_covered", "weights_of"]
+

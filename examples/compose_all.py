@@ -9,7 +9,10 @@
 - MUSIC: plans a layout per candidate; the layout rule sends each region to its subject;
   a CLIP verifier keeps the best candidate.
 
-Every component comes from a plugin by name; the plugins know nothing of each other.
+Every component comes from a plugin by name; the plugins know nothing of each other. This
+script builds the composition by hand, with the MLLM's aggregator fresh from its seed; the
+``composed-tiny`` preset (``SubjectPipeline.from_preset("composed-tiny")``) composes the same
+components with each plugin's SubjectWorld-trained weights.
 """
 
 from __future__ import annotations

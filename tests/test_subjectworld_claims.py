@@ -49,6 +49,8 @@ def test_rows_cover_every_group_of_the_issue_and_name_real_presets(harness):
         assert row.cost_baseline is None or row.cost_baseline in keys
     assert [r.candidates for r in claims.ROWS if r.group == "MUSIC: test-time scaling"] == [1, 2, 4, 8]
     assert all(n.reason for n in claims.NOT_MEASURED)
+    composed = [r for r in claims.ROWS if r.group == "composed"]
+    assert [r.options for r in composed] == [{}, {"squeeze": False}, {"music": False}, {"aligngen": False}]
 
 
 def test_weights_column_comes_from_the_files_present(harness, monkeypatch, tmp_path):
@@ -66,12 +68,15 @@ def test_weights_column_comes_from_the_files_present(harness, monkeypatch, tmp_p
     assert claims.weights_of(rows["squeeze:lap"])[0] == claims.TRAINED
     assert claims.weights_of(rows["squeeze:dla"])[0] == claims.UNTRAINED  # another aggregator's folder
     assert claims.weights_of(rows["aligngen:sstar-dem-mask:misaligned"])[0] == claims.UNTRAINED
+    assert claims.weights_of(rows["composed:all"])[0] == claims.UNTRAINED  # its parts' weights are missing
     shipped = aligngen_weights.weight_files(tmp_path / "aligngen" / "sstar-dem-mask", sstar_dem=True)
     for file in shipped.values():
         file.parent.mkdir(parents=True, exist_ok=True)
         file.write_bytes(b"")
     assert claims.weights_of(rows["aligngen:sstar-dem-mask:aligned"])[0] == claims.TRAINED
     assert claims.weights_of(rows["aligngen:lora-only:misaligned"])[0] == claims.UNTRAINED  # another variant's
+    assert claims.weights_of(rows["composed:no-squeeze"])[0] == claims.TRAINED
+    assert claims.weights_of(rows["composed:all"])[0] == claims.UNTRAINED  # Squeeze's DLA is still missing
     assert claims.weights_of(rows["music:trained-planner"])[0] == claims.TRAINED
     assert claims.weights_of(rows["ground-truth"]) == (claims.NO_WEIGHTS, "no model")
 

@@ -82,6 +82,7 @@ def tiny_preset(reference_mode: str = "concat", position: str = "kontext",
 
 def register(registry: "Registry") -> None:
     """Add the FLUX backend, FLUX's text and VAE-reference encoders, its presets and its recipes."""
+    from .composed import composed_tiny_preset
     from .encoders import FluxTextEncoder, VAEReferenceEncoder
 
     registry.add_backend("flux", flux_backend)
@@ -91,6 +92,7 @@ def register(registry: "Registry") -> None:
     registry.add_preset("reference-lora", reference_lora)
     registry.add_preset("omini", reference_lora)
     registry.add_preset("composed", composed)
+    registry.add_preset("composed-tiny", composed_tiny_preset)
     registry.add_recipe("vae", vae_recipe)
     registry.add_recipe("base", base_recipe)
     registry.add_recipe("reference-lora", reference_lora_recipe)
@@ -138,3 +140,4 @@ def composed(path: str, redux_path: str, mllm_path: str, clip_path: str, **optio
     from .real_presets import composed_preset
 
     return composed_preset(path, redux_path, mllm_path, clip_path, **options)
+
