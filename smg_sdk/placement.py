@@ -235,7 +235,15 @@ def move(inv: Inventory, device: torch.device | str | None, dtype: torch.dtype |
             "fight the hooks. Call pipe.disable_offload() first, then pipe.to(...)."
         )
     for module in inv.all().values():
-        module.to(device=device, dtype=dtype)
+        module_to(module, device, dtype)
+
+
+def module_to(module: torch.nn.Module, device: torch.device | str | None, dtype: torch.dtype | None) -> None:
+    """``module.to`` with only the arguments given: diffusers' ``ModelMixin.to`` (0.42) logs a float32
+    warning whenever ``dtype`` is passed, even as None, so a move without a cast must not pass it."""
+    options = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+    if options:
+        module.to(**options)
 
 
 def enable_model_offload(inv: Inventory, device: torch.device) -> list[Any]:

@@ -39,3 +39,15 @@ def test_to_moves_models_held_by_components():
     assert _float_params(pipe.backend.modules()["transformer"]) == {torch.float64}
     for name, module in pipe.placement_inventory().all().items():  # every module any component holds
         assert _float_params(module) <= {torch.float64}, name
+
+
+def test_moving_and_calling_log_no_float32_cast_warning(capfd):
+    """diffusers' ModelMixin.to (0.42) warns "should be kept in float32" whenever ``dtype`` is passed, even as
+    None: a move without a cast, and the no-argument ``to()`` every call makes to load lazy models, must not pass it
+    (the aligngen preset's Redux model printed it once per request)."""
+    pipe = SubjectPipeline.from_preset("aligngen-tiny")
+    pipe.set_progress_bar_config(disable=True)
+    capfd.readouterr()
+    pipe.to("cpu")
+    pipe("a photo of <1>", [Image.new("RGB", (64, 64), "red")], seed=0, num_inference_steps=1, output_type="np")
+    assert "should be kept in float32" not in capfd.readouterr().err

@@ -141,9 +141,13 @@ class ReduxEncoder(ConditionEncoder):
         return int(self.redux.config.txt_in_features)
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "ReduxEncoder":
-        """Move SigLIP and the Redux projection; called by ``SubjectPipeline.to``."""
-        self.vision.to(device=device, dtype=dtype)
-        self.redux.to(device=device, dtype=dtype)
+        """Move SigLIP and the Redux projection; called by ``SubjectPipeline.to`` (with no arguments on
+        every call, to load lazy models: then nothing moves, and diffusers' ``ModelMixin.to``, which
+        warns whenever ``dtype`` is passed, is not called)."""
+        options = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+        if options:
+            self.vision.to(**options)
+            self.redux.to(**options)
         return self
 
     @torch.no_grad()

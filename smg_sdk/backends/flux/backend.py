@@ -176,8 +176,10 @@ class FluxBackend:
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "FluxBackend":
         """Move every model to ``device`` and/or cast it to ``dtype`` (None leaves that as it is)."""
+        from ...placement import module_to
+
         for module in self.modules().values():
-            module.to(device=device, dtype=dtype)
+            module_to(module, device, dtype)
         return self
 
     # ------------------------------------------------------------------ properties
