@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from smg_sdk import ConfigError, SubjectPipeline
+from smg_sdk import ConfigError, RegistryError, SubjectPipeline
+from smg_sdk.cli import _preset_options
 from smg_sdk.data.subjectworld import SubjectWorld
+from smg_sdk.plugins import reset_plugins
 
 
 def names(components) -> list[str]:
@@ -56,6 +58,15 @@ def test_without_aligngen_and_squeeze_the_tiny_presets_guidance_stays():
     ({"squeeze": "no"}, "composed-tiny squeeze must be true or false"),
     ({"trained_planner": 1}, "composed-tiny trained_planner must be true or false"),
     ({"aligngen": False, "squeeze": False, "music": False}, "is the 'tiny' preset"),
+    ({"aggregator": 3}, "composed-tiny aggregator must be a name"),
+    ({"layout_mode": ["soft"]}, "composed-tiny layout_mode must be a name"),
+    # an option for a method switched off has nothing to act on: refused, not ignored
+    ({"squeeze": False, "aggregator": "lap"}, r"aggregator='lap' configures squeeze, which squeeze=False leaves out"),
+    ({"squeeze": False, "aggregator": "dla"}, r"aggregator='dla' configures squeeze"),
+    ({"music": False, "trained_planner": True}, r"trained_planner=True configures music, which music=False"),
+    ({"music": False, "trained_planner": False}, r"trained_planner=False configures music"),
+    ({"music": False, "layout_mode": "soft"}, r"layout_mode='soft' configures music"),
+    (_preset_options(["music=false", "layout_mode=hard"]), r"layout_mode='hard' configures music"),  # smg --option
 ])
 def test_bad_switches_name_the_option(options, needle):
     with pytest.raises(ConfigError, match=needle):
@@ -69,3 +80,34 @@ def test_saved_composed_pipeline_reloads_and_draws_the_same_image(composed, tmp_
               for pipe in (composed, loaded)]
     assert images[0].shape == (128, 128, 3)
     np.testing.assert_array_equal(images[0], images[1])
+
+
+def test_method_options_reach_their_method(composed):
+    pipe = SubjectPipeline.from_preset("composed-tiny", **_preset_options(
+        ["aligngen=false", "aggregator=lap", "layout_mode=soft", "trained_planner=true"]))
+    assert names(pipe.aggregators) == ["lap"]
+    assert [r.mode for r in pipe.rules if r.smg_name == "music-layout"] == ["soft"]
+    assert pipe.planner.model_path == SubjectPipeline.from_preset("music-tiny", trained_planner=True).planner.model_path
+    assert composed.planner.model_path != pipe.planner.model_path  # not given: the heuristic-fallback planner
+
+
+@pytest.fixture
+def only_music(monkeypatch):
+    monkeypatch.setenv("SMG_LOAD_PLUGINS", "music")
+    reset_plugins()
+    yield
+    monkeypatch.delenv("SMG_LOAD_PLUGINS")
+    reset_plugins()
+
+
+def test_a_missing_plugin_is_named_with_what_to_do(only_music):
+    with pytest.raises(RegistryError) as caught:
+        SubjectPipeline.from_preset("composed-tiny")
+    message = str(caught.value)
+    for needle in ("'aligngen' (for aligngen=True", "'squeeze-mllm' (for squeeze=True",
+                   "SMG_LOAD_PLUGINS=aligngen,music,squeeze-mllm", "pass aligngen=False and squeeze=False"):
+        assert needle in message, message
+    assert "'music' (for" not in message
+    with pytest.raises(RegistryError, match="or use the 'tiny' preset, which needs no plugin"):
+        SubjectPipeline.from_preset("composed-tiny", music=False)
+    assert SubjectPipeline.from_preset("composed-tiny", aligngen=False, squeeze=False).planner.smg_name == "music"
