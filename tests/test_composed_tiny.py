@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from smg_sdk import ConfigError, RegistryError, SubjectPipeline
+from smg_sdk.backends.flux.composed import composed_tiny_preset
 from smg_sdk.cli import _preset_options
 from smg_sdk.data.subjectworld import SubjectWorld
 from smg_sdk.plugins import reset_plugins
@@ -111,3 +115,18 @@ def test_a_missing_plugin_is_named_with_what_to_do(only_music):
     with pytest.raises(RegistryError, match="or use the 'tiny' preset, which needs no plugin"):
         SubjectPipeline.from_preset("composed-tiny", music=False)
     assert SubjectPipeline.from_preset("composed-tiny", aligngen=False, squeeze=False).planner.smg_name == "music"
+
+
+def test_every_option_is_in_the_readme_table():
+    """README's ``composed-tiny`` table lists each option with its default, as the other tiny presets' options are."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert "The `composed-tiny` preset" in readme, "README does not describe composed-tiny"
+    table = readme.split("The `composed-tiny` preset", 1)[1].split("\n\n")[1]
+    rows = {cell.strip(" `"): default.strip(" `") for line in table.splitlines()[2:]
+            for cells in [line.strip("|").split("|")] for cell in cells[0].split(",") for default in [cells[1]]}
+    parameters = inspect.signature(composed_tiny_preset).parameters
+    assert set(rows) == set(parameters)
+    defaults = {"aggregator": "dla", "trained_planner": "false", "layout_mode": "hard"}  # None: not given
+    for name, parameter in parameters.items():
+        shown = defaults.get(name, str(parameter.default).lower())
+        assert rows[name] == shown, (name, rows[name], shown)
