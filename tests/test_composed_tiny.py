@@ -77,11 +77,15 @@ def test_bad_switches_name_the_option(options, needle):
         SubjectPipeline.from_preset("composed-tiny", **options)
 
 
-def test_saved_composed_pipeline_reloads_and_draws_the_same_image(composed, tmp_path):
+@pytest.mark.parametrize("options", [{}, {"aligngen": False, "aggregator": "lap", "layout_mode": "soft"}])
+def test_saved_composed_pipeline_reloads_and_draws_the_same_image(composed, options, tmp_path):
+    pipe = SubjectPipeline.from_preset("composed-tiny", **options) if options else composed
     sample = SubjectWorld("heldout", "reference", 0, subjects=(2,))[0]
-    loaded = SubjectPipeline.from_pretrained(composed.save_pretrained(tmp_path / "composed"))
-    images = [np.asarray(pipe(sample.prompt, sample.references, seed=3, num_inference_steps=2).images[0])
-              for pipe in (composed, loaded)]
+    loaded = SubjectPipeline.from_pretrained(pipe.save_pretrained(tmp_path / "composed"))
+    assert names(loaded.components) == names(pipe.components) and loaded.defaults == pipe.defaults
+    assert [getattr(r, "mode", None) for r in loaded.rules] == [getattr(r, "mode", None) for r in pipe.rules]
+    images = [np.asarray(p(sample.prompt, sample.references, seed=3, num_inference_steps=2, num_candidates=2).images[0])
+              for p in (pipe, loaded)]
     assert images[0].shape == (128, 128, 3)
     np.testing.assert_array_equal(images[0], images[1])
 
