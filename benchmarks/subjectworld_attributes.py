@@ -39,6 +39,27 @@ def pipeline(flux: str | None, adapter: str | None) -> SubjectPipeline:
     return plugin.tiny_pipeline(backend, adapter="subject" if adapter else None)
 
 
+def read_attributes(pipe: SubjectPipeline, config: WorldEvalConfig, samples: int) -> dict[str, float]:
+    """Per attribute, the share of ``samples`` one-subject held-out outputs of ``pipe`` that have it (see the module
+    docstring); generated with the prompts, seeds and guidance of ``smg eval subjectworld`` under ``config``."""
+    generate = _generator(config, pipe)  # the prompts, seeds and guidance of `smg eval subjectworld`
+    oracle, world = Oracle(), SubjectWorld("heldout", "reference", config.seed, subjects=(1,), side=config.side)
+    stats = {k: [] for k in ("detected", "shape", "body_ref", "body_typical", "pattern_ref", "background", "prior")}
+    for i in range(samples):
+        sample = world[i]
+        ident = sample.identities[0]
+        reading = oracle.read(generate(sample, i))
+        drawn = reading.subjects[0] if reading.subjects else None
+        stats["background"].append(reading.background == sample.scene.background)
+        stats["detected"].append(drawn is not None)
+        stats["shape"].append(drawn is not None and drawn.shape == ident.shape)
+        stats["body_ref"].append(drawn is not None and drawn.body == ident.body)
+        stats["body_typical"].append(drawn is not None and drawn.body == typical_identity(ident.shape).body)
+        stats["pattern_ref"].append(drawn is not None and drawn.pattern == ident.pattern)
+        stats["prior"].append(drawn is not None and drawn.identity() == typical_identity(ident.shape))
+    return {k: round(float(np.mean(v)), 3) for k, v in stats.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flux", default=None, help="a FLUX folder (a run's OUT/flux); default: the shipped preset")
@@ -57,22 +78,7 @@ def main() -> None:
                              describe=args.describe, true_cfg_scale=args.true_cfg,
                              negative_references=None if args.negative_references is None
                              else args.negative_references == "keep")
-    generate = _generator(config, pipe)  # the prompts, seeds and guidance of `smg eval subjectworld`
-    oracle, world = Oracle(), SubjectWorld("heldout", "reference", config.seed, subjects=(1,), side=config.side)
-    stats = {k: [] for k in ("detected", "shape", "body_ref", "body_typical", "pattern_ref", "background", "prior")}
-    for i in range(args.samples):
-        sample = world[i]
-        ident = sample.identities[0]
-        reading = oracle.read(generate(sample, i))
-        drawn = reading.subjects[0] if reading.subjects else None
-        stats["background"].append(reading.background == sample.scene.background)
-        stats["detected"].append(drawn is not None)
-        stats["shape"].append(drawn is not None and drawn.shape == ident.shape)
-        stats["body_ref"].append(drawn is not None and drawn.body == ident.body)
-        stats["body_typical"].append(drawn is not None and drawn.body == typical_identity(ident.shape).body)
-        stats["pattern_ref"].append(drawn is not None and drawn.pattern == ident.pattern)
-        stats["prior"].append(drawn is not None and drawn.identity() == typical_identity(ident.shape))
-    print({k: round(float(np.mean(v)), 3) for k, v in stats.items()})
+    print(read_attributes(pipe, config, args.samples))
 
 
 if __name__ == "__main__":
