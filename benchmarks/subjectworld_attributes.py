@@ -2,12 +2,15 @@
 
     python benchmarks/subjectworld_attributes.py [--flux RUN/flux --adapter RUN/adapter/pytorch_lora_weights.safetensors]
                                                  [--true-cfg S] [--negative-references keep|drop] [--samples 32]
+                                                 [--split heldout|train]
 
 Held-out one-subject requests (seed 0, the preset's default steps, the seeds `smg eval
-subjectworld` uses). For the largest subject the oracle reads in each output: is anything
+subjectworld` uses; ``--split train``: requests of training identities instead, those the subject
+adapter learned from). For the largest subject the oracle reads in each output: is anything
 detected, is its shape the requested class, is its body colour the reference's or the class's
-typical colour, is its pattern the reference's, is it the class's typical identity (``prior``);
-and is the background the asked one. ``--no-references`` prompts with the caption alone
+typical colour, is its pattern the reference's, is it the requested identity whole (shape, body
+colour and pattern: ``identity``), is it the class's typical identity (``prior``); and is the
+background the asked one. ``--no-references`` prompts with the caption alone
 (``--describe``: naming the identity in full), so "reference" means the requested identity. Chance is
 1/8 for shape, 1/11 for body colour, 1/4 for pattern. ``--flux``/``--adapter`` read a training
 run's files instead of the shipped preset; ``--true-cfg S`` guides against the empty prompt
@@ -39,12 +42,15 @@ def pipeline(flux: str | None, adapter: str | None) -> SubjectPipeline:
     return plugin.tiny_pipeline(backend, adapter="subject" if adapter else None)
 
 
-def read_attributes(pipe: SubjectPipeline, config: WorldEvalConfig, samples: int) -> dict[str, float]:
-    """Per attribute, the share of ``samples`` one-subject held-out outputs of ``pipe`` that have it (see the module
-    docstring); generated with the prompts, seeds and guidance of ``smg eval subjectworld`` under ``config``."""
+def read_attributes(pipe: SubjectPipeline, config: WorldEvalConfig, samples: int,
+                    split: str = "heldout") -> dict[str, float]:
+    """Per attribute, the share of ``samples`` one-subject outputs of ``pipe`` that have it (see the module
+    docstring); generated with the prompts, seeds and guidance of ``smg eval subjectworld`` under ``config``,
+    on requests whose identities come from ``split`` (``heldout``, or ``train``: those adapters train on)."""
     generate = _generator(config, pipe)  # the prompts, seeds and guidance of `smg eval subjectworld`
-    oracle, world = Oracle(), SubjectWorld("heldout", "reference", config.seed, subjects=(1,), side=config.side)
-    stats = {k: [] for k in ("detected", "shape", "body_ref", "body_typical", "pattern_ref", "background", "prior")}
+    oracle, world = Oracle(), SubjectWorld(split, "reference", config.seed, subjects=(1,), side=config.side)
+    stats = {k: [] for k in ("detected", "shape", "body_ref", "body_typical", "pattern_ref", "identity", "background",
+                                 "prior")}
     for i in range(samples):
         sample = world[i]
         ident = sample.identities[0]
@@ -56,6 +62,7 @@ def read_attributes(pipe: SubjectPipeline, config: WorldEvalConfig, samples: int
         stats["body_ref"].append(drawn is not None and drawn.body == ident.body)
         stats["body_typical"].append(drawn is not None and drawn.body == typical_identity(ident.shape).body)
         stats["pattern_ref"].append(drawn is not None and drawn.pattern == ident.pattern)
+        stats["identity"].append(drawn is not None and drawn.identity() == ident)
         stats["prior"].append(drawn is not None and drawn.identity() == typical_identity(ident.shape))
     return {k: round(float(np.mean(v)), 3) for k, v in stats.items()}
 
@@ -70,6 +77,8 @@ def main() -> None:
     parser.add_argument("--no-references", action="store_true", help="text only: the caption, no references")
     parser.add_argument("--describe", action="store_true", help="with --no-references: the caption names each identity")
     parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--split", choices=("heldout", "train"), default="heldout",
+                        help="identities of the requests: held-out, or the training split adapters learn from")
     args = parser.parse_args()
     torch.set_num_threads(1)
     pipe = pipeline(args.flux, args.adapter)
@@ -78,7 +87,7 @@ def main() -> None:
                              describe=args.describe, true_cfg_scale=args.true_cfg,
                              negative_references=None if args.negative_references is None
                              else args.negative_references == "keep")
-    print(read_attributes(pipe, config, args.samples))
+    print(read_attributes(pipe, config, args.samples, args.split))
 
 
 if __name__ == "__main__":
