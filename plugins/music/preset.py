@@ -3,7 +3,7 @@
 ``music-tiny(trained_planner=True)`` plans with the tiny Qwen2.5-VL trained as a whole on
 SubjectWorld's ground-truth plans (``smg music-planner train``; shipped in this package as
 ``weights/planner/``, see :func:`tiny_planner_path`). It is opt-in: measured on 32 held-out
-requests per subject count it writes valid plans for 100 / 100 / 94 / 28 % of them at k = 1..4,
+requests per subject count it writes valid plans for 100 / 100 / 94 / 72 % of them at k = 1..4,
 and those plans keep the stated relations less often than the heuristic plan the random planner
 falls back to (plugin README).
 
