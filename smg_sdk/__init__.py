@@ -46,7 +46,7 @@ from .interfaces import (
     component_config,
     component_name,
 )
-from .placement import execution_device, onload, parse_dtype
+from .placement import execution_device, module_to, onload, parse_dtype
 from .plans import as_layout, check_layout_subjects, layout_text, plans_for_rows
 from .plugins.hookspecs import hookimpl
 from .prompts import subject_char_spans, tokens_in_spans
@@ -102,8 +102,8 @@ __all__ = [
     "WeightsMismatchError", "adapter_parameters", "as_layout", "atomic_folder", "build_attention_pass",
     "check_composition", "check_layout_subjects", "check_output_folder", "component_config", "component_name",
     "execution_device", "get_registry", "hookimpl", "is_training_output", "is_valid_name", "layout_text",
-    "list_plugins", "load_mllm", "module_parameters", "onload", "parse_dtype", "plans_for_rows", "prepare_sampling",
-    "sample_index", "sample_rng", "subject_char_spans", "tiny_clip_path", "tiny_flux_path", "tiny_qwen_vl_path",
+    "list_plugins", "load_mllm", "module_parameters", "module_to", "onload", "parse_dtype", "plans_for_rows",
+    "prepare_sampling", "sample_index", "sample_rng", "subject_char_spans", "tiny_clip_path", "tiny_flux_path", "tiny_qwen_vl_path",
     "tiny_redux_path", "tiny_siglip_path", "tokens_in_spans",
     # SubjectWorld for plugins' recipes and evaluations (MUSIC's planner data and metrics; its class words)
     "SHAPES", "SubjectWorld", "ci95", "relation_holds",

@@ -24,6 +24,7 @@ from smg_sdk import (
     ModelLoadError,
     Request,
     StreamSpec,
+    module_to,
     parse_dtype,
 )
 
@@ -144,10 +145,8 @@ class ReduxEncoder(ConditionEncoder):
         """Move SigLIP and the Redux projection; called by ``SubjectPipeline.to`` (with no arguments on
         every call, to load lazy models: then nothing moves, and diffusers' ``ModelMixin.to``, which
         warns whenever ``dtype`` is passed, is not called)."""
-        options = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
-        if options:
-            self.vision.to(**options)
-            self.redux.to(**options)
+        module_to(self.vision, device, dtype)
+        module_to(self.redux, device, dtype)
         return self
 
     @torch.no_grad()
