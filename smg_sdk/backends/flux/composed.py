@@ -78,7 +78,9 @@ def check_options(switches: dict[str, Any], options: dict[str, Any]) -> None:
     method option of the wrong type, or one given (not None) while its method is switched off."""
     from ...errors import ConfigError
 
-    flags = {**switches, **({} if options["trained_planner"] is None else {"trained_planner": options["trained_planner"]})}
+    flags = dict(switches)
+    if options["trained_planner"] is not None:
+        flags["trained_planner"] = options["trained_planner"]
     for name, value in flags.items():
         if not isinstance(value, bool):
             raise ConfigError(f"composed-tiny {name} must be true or false, got {value!r}.")
@@ -124,11 +126,13 @@ def check_plugins(switches: dict[str, bool]) -> None:
 
 
 def _defaults(base: dict[str, Any], squeeze: bool) -> dict[str, Any]:
-    """The base preset's defaults; without true CFG when Squeeze's MLLM stream is in (its conditioning
-    never saw the empty prompt, as ``squeeze-tiny`` says)."""
+    """The base preset's defaults; without the ``tiny`` preset's true CFG (``TINY_GUIDANCE``) when Squeeze's
+    MLLM stream is in (its conditioning never saw the empty prompt, as ``squeeze-tiny`` says)."""
+    from ...presets.tiny import TINY_GUIDANCE
+
     if not squeeze:
         return dict(base)
-    return {k: v for k, v in base.items() if k not in ("true_cfg_scale", "negative_prompt", "negative_references")}
+    return {k: v for k, v in base.items() if k not in TINY_GUIDANCE}
 
 
 __all__ = ["METHOD_OPTIONS", "PARTS", "check_options", "check_plugins", "composed_tiny_preset"]
